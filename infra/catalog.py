@@ -1,0 +1,138 @@
+"""Every service of a stack, declared once from its config.
+
+Adding a service means adding one `ServiceSpec` here (and a component that runs it): its
+gateway route, Prometheus target, port-table row and diagram box follow from the declaration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from components.spec import Catalog, HealthCheck, Metrics, PublicPort, Route, ServiceSpec
+from infra.config import PROJECT, StackConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYAPI_SOURCE = REPO_ROOT / "apps" / "pyapi"
+
+# Loopback ports are `ports.base + offset`; offsets are fixed so a port names its service
+# on every stack (prod 5032, qa 5132 and dev 5232 are all PostgreSQL).
+LOOPBACK_OFFSETS = {"postgres": 32}
+
+
+def source_digest(folder: Path) -> str:
+    """A content hash of a build context, so an edit rebuilds the image and nothing else does."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def pyapi_image() -> str:
+    return f"{PROJECT}/pyapi:{source_digest(PYAPI_SOURCE)}"
+
+
+def http_check(port: int, path: str) -> HealthCheck:
+    # busybox wget exists in the alpine images; the probe stays inside the container.
+    return HealthCheck(test=("CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"))
+
+
+def loopback_port(config: StackConfig, service: str) -> int | None:
+    offset = LOOPBACK_OFFSETS.get(service)
+    return None if offset is None else config.ports.base + offset
+
+
+def declare_services(config: StackConfig) -> Catalog:
+    """The stack's services in start order: data first, then the APIs, the gateway last."""
+    apis = config.apis
+    services = [
+        ServiceSpec(
+            name="postgres",
+            image=config.postgres.image,
+            port=5432,
+            tier="data",
+            description="PostgreSQL, one database per API",
+            health=HealthCheck(test=("CMD-SHELL", 'pg_isready -U "$POSTGRES_USER" -d postgres')),
+            limits=config.postgres.limits,
+            host_port=loopback_port(config, "postgres"),
+        ),
+        ServiceSpec(
+            name="redis",
+            image=config.redis.image,
+            port=6379,
+            tier="data",
+            description="Redis: API counters and the gateway's response cache",
+            health=HealthCheck(
+                test=("CMD-SHELL", 'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning ping | grep -q PONG')
+            ),
+            limits=config.redis.limits,
+        ),
+        ServiceSpec(
+            name="dotnet-api",
+            image=apis.dotnet.image or "mcr.microsoft.com/dotnet/samples:aspnetapp-9.0",
+            port=8080,
+            tier="app",
+            description=".NET API",
+            health=http_check(8080, "/healthz"),
+            limits=apis.dotnet.limits,
+            replicas=apis.dotnet.replicas,
+            metrics=Metrics(),
+            route=Route(path_prefix="/api/dotnet/", cache_ttl_s=apis.dotnet.cache_ttl_s),
+            depends_on=("postgres", "redis"),
+        ),
+        ServiceSpec(
+            name="python-api",
+            image=apis.python.image or pyapi_image(),
+            port=8000,
+            tier="app",
+            description="Python reference API",
+            health=HealthCheck(
+                test=("CMD", "python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/health', timeout=3)")
+            ),
+            limits=apis.python.limits,
+            replicas=apis.python.replicas,
+            metrics=Metrics(),
+            route=Route(path_prefix="/api/python/", cache_ttl_s=apis.python.cache_ttl_s),
+            depends_on=("postgres", "redis"),
+        ),
+        ServiceSpec(
+            name="gateway",
+            image="openresty/openresty:1.25.3.2-alpine",
+            port=GATEWAY_HTTP,
+            tier="edge",
+            description="nginx (OpenResty) gateway with the Redis response cache",
+            health=http_check(GATEWAY_HTTP, "/health"),
+            limits=config.gateway.limits,
+            metrics=Metrics(path="/metrics", port=9145),
+            public_ports=gateway_ports(config),
+            depends_on=("redis",),
+        ),
+    ]
+    return Catalog(services=tuple(services))
+
+
+GATEWAY_HTTP, GATEWAY_HTTPS = 8080, 8443  # unprivileged ports inside the gateway container
+
+
+def gateway_ports(config: StackConfig) -> tuple[PublicPort, ...]:
+    ports = [PublicPort(host=config.ports.http, container=GATEWAY_HTTP)]
+    if config.ports.https is not None:
+        ports.append(PublicPort(host=config.ports.https, container=GATEWAY_HTTPS))
+    return tuple(ports)
+
+
+def check_ports(config: StackConfig) -> tuple[str, str] | None:
+    """The first host port two services would share, as (config key, message); else None."""
+    claims: list[tuple[int, str, str]] = [(config.ports.http, "gateway", f"{PROJECT}:ports.http")]
+    if config.ports.https is not None:
+        claims.append((config.ports.https, "gateway", f"{PROJECT}:ports.https"))
+    for service, offset in LOOPBACK_OFFSETS.items():
+        claims.append((config.ports.base + offset, service, f"{PROJECT}:ports.base (+{offset})"))
+    seen: dict[int, tuple[str, str]] = {}
+    for port, service, key in claims:
+        if port in seen:
+            other, other_key = seen[port]
+            return key.split(" ")[0], f"host port {port} is taken twice: {other} ({other_key}) and {service} ({key})"
+        seen[port] = (service, key)
+    return None

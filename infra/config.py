@@ -1,0 +1,260 @@
+"""The stack config: one frozen model tree, validated once, before any resource exists.
+
+Lookup order, written down once: a key `coderz:<section>` of the stack file
+`Pulumi.<stack>.yaml` (set with `pulumi config set --path`), else the default below. Secrets
+(`sshPrivateKey`, `tlsPrivateKey`, `smtpPassword`) are read from the same namespace but never
+enter the model: they leave the loader only wrapped as `pulumi.Output.secret`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Mapping
+
+import pulumi
+from pydantic import Field, ValidationError, model_validator
+
+from components.spec import Frozen, Limits
+
+PROJECT = "coderz"
+SECRET_KEYS = ("sshPrivateKey", "tlsPrivateKey", "smtpPassword")
+Environment = Literal["dev", "qa", "prod"]
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+class ConfigError(Exception):
+    """A stack file that cannot be deployed; the message names the file and the key."""
+
+
+class TargetConfig(Frozen):
+    """The Docker host: the local engine, or a VPS reached over SSH."""
+
+    kind: Literal["local", "ssh"]
+    host: str | None = None
+    user: str = "deploy"
+    port: int = Field(default=22, ge=1, le=65535)
+    socket: str = "unix:///var/run/docker.sock"
+
+    @model_validator(mode="after")
+    def _ssh_needs_host(self) -> "TargetConfig":
+        if self.kind == "ssh" and not self.host:
+            raise ValueError("an ssh target needs host")
+        return self
+
+
+class PortsConfig(Frozen):
+    """Host ports. `base` starts the stack's block of loopback ports (prod 5000, qa 5100, as in
+    the deployment reference); http/https are the gateway's public ports."""
+
+    base: int = Field(ge=1024, le=65_000)
+    http: int = Field(default=80, ge=1, le=65535)
+    https: int | None = Field(default=None, ge=1, le=65535)
+
+
+class TlsConfig(Frozen):
+    """The gateway's certificate (public PEM); its key is the secret `tlsPrivateKey`."""
+
+    certificate: str = Field(min_length=1)
+
+
+class GatewayConfig(Frozen):
+    domain: str | None = None
+    rate_limit_rps: int = Field(default=20, ge=1)
+    rate_limit_burst: int = Field(default=40, ge=0)
+    limits: Limits = Limits(memory_mb=128, cpus=0.5)
+    tls: TlsConfig | None = None
+
+
+class ApiConfig(Frozen):
+    image: str | None = None
+    replicas: int = Field(default=1, ge=1, le=1000)
+    cache_ttl_s: int = Field(default=30, ge=0, le=86_400)
+    limits: Limits = Limits(memory_mb=256, cpus=0.5)
+
+
+class ApisConfig(Frozen):
+    dotnet: ApiConfig = ApiConfig()
+    python: ApiConfig = ApiConfig()
+
+
+class PostgresConfig(Frozen):
+    image: str = "postgres:16.4-alpine"
+    max_connections: int = Field(default=100, ge=10, le=10_000)
+    limits: Limits = Limits(memory_mb=512, cpus=1.0)
+
+
+class RedisConfig(Frozen):
+    image: str = "redis:7.2.5-alpine"
+    limits: Limits = Limits(memory_mb=128, cpus=0.25)
+
+
+class SmtpConfig(Frozen):
+    """Where alerts are mailed; the password is the secret `smtpPassword`."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    user: str | None = None
+    from_address: str = Field(pattern=EMAIL)
+    to: tuple[Annotated[str, Field(pattern=EMAIL)], ...] = Field(min_length=1)
+    starttls: bool = True
+
+
+class AlertThresholds(Frozen):
+    cpu_percent: int = Field(default=85, ge=1, le=100)
+    memory_percent: int = Field(default=90, ge=1, le=100)
+    disk_percent: int = Field(default=85, ge=1, le=100)
+    postgres_connections_percent: int = Field(default=80, ge=1, le=100)
+
+
+class MonitoringConfig(Frozen):
+    enabled: bool = True
+    scrape_interval_s: int = Field(default=15, ge=1, le=300)
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    publish_grafana: bool = False
+    thresholds: AlertThresholds = AlertThresholds()
+
+
+class LokiConfig(Frozen):
+    enabled: bool = True
+    retention_days: int = Field(default=14, ge=1, le=3650)
+
+
+class ElkConfig(Frozen):
+    enabled: bool = False
+    retention_days: int = Field(default=7, ge=1, le=3650)
+    heap_mb: int = Field(default=512, ge=256, le=32_768)
+
+
+class LoggingConfig(Frozen):
+    loki: LokiConfig = LokiConfig()
+    elk: ElkConfig = ElkConfig()
+
+
+class StackConfig(Frozen):
+    """Everything a stack file may say, under the `coderz:` namespace."""
+
+    environment: Environment
+    target: TargetConfig
+    ports: PortsConfig
+    protect_data: bool | None = None
+    gateway: GatewayConfig = GatewayConfig()
+    apis: ApisConfig = ApisConfig()
+    postgres: PostgresConfig = PostgresConfig()
+    redis: RedisConfig = RedisConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    logging: LoggingConfig = LoggingConfig()
+    smtp: SmtpConfig | None = None
+
+    @property
+    def keeps_data(self) -> bool:
+        """Data volumes survive `pulumi destroy`: prod by default, any stack that asks."""
+        return self.environment == "prod" if self.protect_data is None else self.protect_data
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Secret config values, each only ever an `Output` marked secret."""
+
+    ssh_private_key: pulumi.Output[str] | None
+    tls_private_key: pulumi.Output[str] | None
+    smtp_password: pulumi.Output[str] | None
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    config: StackConfig
+    secrets: Secrets
+
+    @property
+    def prefix(self) -> str:
+        """What every container, network and volume name starts with."""
+        return f"{PROJECT}-{self.name}"
+
+
+def _decode(value: Any) -> Any:
+    # The engine hands structured values over as JSON text.
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    head, *rest = loc
+    path = f"{PROJECT}:{head}"
+    for part in rest:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _error(stack: str, key: str, message: str) -> ConfigError:
+    return ConfigError(f"Pulumi.{stack}.yaml: {key}: {message}")
+
+
+def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, str]]:
+    """Validate the raw `project:key` map; return the model and the secret values by key."""
+    sections: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    for full_key, value in raw.items():
+        namespace, _, key = full_key.partition(":")
+        if namespace != PROJECT:
+            continue
+        if key in SECRET_KEYS:
+            if not isinstance(value, str) or not value:
+                raise _error(stack, full_key, "must be a non-empty string set with --secret")
+            secrets[key] = value
+        else:
+            sections[key] = _decode(value)
+    try:
+        config = StackConfig.model_validate(sections)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (typo?)"
+        elif first["type"] == "missing":
+            message = "required key is missing"
+        raise _error(stack, _key(tuple(first["loc"])), message) from None
+    if config.environment != stack and stack in ("dev", "qa", "prod"):
+        raise _error(stack, f"{PROJECT}:environment", f"says {config.environment!r} in stack {stack!r}")
+    if config.target.kind == "ssh" and "sshPrivateKey" not in secrets:
+        raise _error(stack, f"{PROJECT}:sshPrivateKey", "an ssh target needs a key (pulumi config set --secret sshPrivateKey)")
+    if config.gateway.tls and "tlsPrivateKey" not in secrets:
+        raise _error(stack, f"{PROJECT}:tlsPrivateKey", "gateway.tls needs its key (pulumi config set --secret tlsPrivateKey)")
+    if config.gateway.tls and config.ports.https is None:
+        raise _error(stack, f"{PROJECT}:ports.https", "gateway.tls needs an https port")
+    if config.smtp and config.smtp.user and "smtpPassword" not in secrets:
+        raise _error(stack, f"{PROJECT}:smtpPassword", "smtp.user needs a password (pulumi config set --secret smtpPassword)")
+    return config, secrets
+
+
+def load(raw: Mapping[str, Any], stack: str) -> Stack:
+    """Parse and check a stack: the config, the service catalog's port plan, the secrets."""
+    from infra.catalog import check_ports  # catalog depends on this module's models
+
+    config, secret_values = parse(raw, stack)
+    clash = check_ports(config)
+    if clash:
+        key, message = clash
+        raise _error(stack, key, message)
+
+    def secret(key: str) -> pulumi.Output[str] | None:
+        return pulumi.Output.secret(secret_values[key]) if key in secret_values else None
+
+    return Stack(
+        name=stack,
+        config=config,
+        secrets=Secrets(secret("sshPrivateKey"), secret("tlsPrivateKey"), secret("smtpPassword")),
+    )
+
+
+def load_current() -> Stack:
+    """The running stack's config, as handed to the program by the Pulumi engine."""
+    from pulumi.runtime import config as runtime_config
+
+    raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return load(raw, pulumi.get_stack())
