@@ -65,6 +65,8 @@ class Route(Frozen):
 
     path_prefix: str
     cache_ttl_s: int = Field(default=0, ge=0, le=86_400)
+    # APIs see their own paths (/health), UIs that know their sub-path (Grafana) keep it.
+    strip_prefix: bool = True
 
     @field_validator("path_prefix")
     @classmethod
