@@ -8,12 +8,21 @@ derived from a tuple of `ServiceSpec`, never listed again by hand.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-PINNED_TAG = re.compile(r"^[^\s:@]+(:[A-Za-z0-9_][A-Za-z0-9_.-]*|@sha256:[0-9a-f]{64})$")
+PINNED_TAG = re.compile(r"^[^\s@]+(:[A-Za-z0-9_][A-Za-z0-9_.-]*|@sha256:[0-9a-f]{64})$")
+
+
+def _pinned(image: str) -> str:
+    if image.endswith(":latest") or not PINNED_TAG.match(image) or ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
+        raise ValueError(f"image {image!r} must carry a pinned tag or digest (not latest)")
+    return image
+
+
+PinnedImage = Annotated[str, AfterValidator(_pinned)]
 
 
 class Frozen(BaseModel):
@@ -94,7 +103,7 @@ class ServiceSpec(Frozen):
     """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{1,30}$")
-    image: str
+    image: PinnedImage
     port: int = Field(ge=1, le=65535)
     health: HealthCheck
     limits: Limits
@@ -106,13 +115,6 @@ class ServiceSpec(Frozen):
     host_port: int | None = Field(default=None, ge=1, le=65535)
     public_ports: tuple[PublicPort, ...] = ()
     depends_on: tuple[str, ...] = ()
-
-    @field_validator("image")
-    @classmethod
-    def _pinned(cls, image: str) -> str:
-        if image.endswith(":latest") or not PINNED_TAG.match(image):
-            raise ValueError(f"image {image!r} must carry a pinned tag or digest (not latest)")
-        return image
 
     @property
     def metrics_port(self) -> int | None:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Mapping
 import pulumi
 from pydantic import Field, ValidationError, model_validator
 
-from components.spec import Frozen, Limits
+from components.spec import Frozen, Limits, PinnedImage
 
 PROJECT = "coderz"
 SECRET_KEYS = ("sshPrivateKey", "tlsPrivateKey", "smtpPassword")
@@ -67,7 +67,7 @@ class GatewayConfig(Frozen):
 
 
 class ApiConfig(Frozen):
-    image: str | None = None
+    image: PinnedImage | None = None
     replicas: int = Field(default=1, ge=1, le=1000)
     cache_ttl_s: int = Field(default=30, ge=0, le=86_400)
     limits: Limits = Limits(memory_mb=256, cpus=0.5)
@@ -79,13 +79,13 @@ class ApisConfig(Frozen):
 
 
 class PostgresConfig(Frozen):
-    image: str = "postgres:16.4-alpine"
+    image: PinnedImage = "postgres:16.4-alpine"
     max_connections: int = Field(default=100, ge=10, le=10_000)
     limits: Limits = Limits(memory_mb=512, cpus=1.0)
 
 
 class RedisConfig(Frozen):
-    image: str = "redis:7.2.5-alpine"
+    image: PinnedImage = "redis:7.2.5-alpine"
     limits: Limits = Limits(memory_mb=128, cpus=0.25)
 
 
@@ -101,10 +101,14 @@ class SmtpConfig(Frozen):
 
 
 class AlertThresholds(Frozen):
+    """When the alert rules fire; host figures are percent used, held for several minutes."""
+
     cpu_percent: int = Field(default=85, ge=1, le=100)
     memory_percent: int = Field(default=90, ge=1, le=100)
     disk_percent: int = Field(default=85, ge=1, le=100)
     postgres_connections_percent: int = Field(default=80, ge=1, le=100)
+    gateway_5xx_percent: int = Field(default=10, ge=1, le=100)
+    container_restarts_15m: int = Field(default=2, ge=1, le=100)
 
 
 class MonitoringConfig(Frozen):
@@ -236,7 +240,13 @@ def load(raw: Mapping[str, Any], stack: str) -> Stack:
     """Parse and check a stack: the config, the service catalog's port plan, the secrets."""
     from infra.catalog import check_ports  # catalog depends on this module's models
 
+    from infra.catalog import declare_services
+
     config, secret_values = parse(raw, stack)
+    try:
+        declare_services(config)
+    except ValidationError as exc:
+        raise _error(stack, PROJECT, f"the services it declares are inconsistent: {exc.errors()[0]['msg']}") from None
     clash = check_ports(config)
     if clash:
         key, message = clash

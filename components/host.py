@@ -1,0 +1,126 @@
+"""`DockerHost`: the machine a stack runs on, the Docker provider that reaches it and the
+stack's private network.
+
+For an SSH target it also owns the host bootstrap (Docker Engine when missing, the firewall of
+the deployment reference: deny incoming; allow SSH, 80, 443 and the ports the stack publishes)
+and the private key file that the Docker provider's ssh client uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+from pydantic import BaseModel, ConfigDict
+
+from infra.config import TargetConfig
+
+INSTALL_DOCKER = (
+    "set -eu; "
+    "if ! command -v docker >/dev/null 2>&1; then curl -fsSL https://get.docker.com | sudo -n sh; fi; "
+    "sudo -n systemctl enable --now docker; "
+    'sudo -n usermod -aG docker "$(id -un)"'
+)
+
+
+def firewall_script(ssh_port: int, open_ports: Sequence[int]) -> str:
+    """ufw rules: everything incoming denied but SSH, web and the published ports. Idempotent."""
+    allowed = sorted({ssh_port, 80, 443, *open_ports})
+    lines = [
+        "set -eu",
+        "command -v ufw >/dev/null 2>&1 || sudo -n apt-get install -y ufw",
+        "sudo -n ufw default deny incoming",
+        "sudo -n ufw default allow outgoing",
+        *[f"sudo -n ufw allow {port}/tcp" for port in allowed],
+        "sudo -n ufw --force enable",
+    ]
+    return "; ".join(lines)
+
+
+def ssh_options(key_path: str) -> list[str]:
+    # One shared SSH connection: a session per resource trips sshd's MaxStartups
+    # (kreuzwerker/terraform-provider-docker#262).
+    return [
+        "-o", "ControlMaster=auto",
+        "-o", "ControlPath=~/.ssh/coderz-%r@%h:%p",
+        "-o", "ControlPersist=10m",
+        "-o", "StrictHostKeyChecking=accept-new",
+        "-o", "IdentitiesOnly=yes",
+        "-i", key_path,
+    ]
+
+
+class DockerHostArgs(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    target: TargetConfig
+    prefix: str
+    published_ports: tuple[int, ...]
+    ssh_private_key: pulumi.Input[str] | None = None
+
+
+class DockerHost(pulumi.ComponentResource):
+    """Owns the Docker provider, the SSH bootstrap of a remote host, and the stack network."""
+
+    provider: docker.Provider
+    network_name: pulumi.Output[str]
+    docker_host: pulumi.Output[str]
+
+    def __init__(self, name: str, args: DockerHostArgs, *, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("coderz:host:DockerHost", name, None, opts)
+        target = args.target
+        child = pulumi.ResourceOptions(parent=self)
+        ready: list[pulumi.Resource] = []
+
+        if target.kind == "ssh":
+            assert target.host and args.ssh_private_key is not None  # guaranteed by config validation
+            key_path = f"~/.ssh/{args.prefix}.key"
+            key_file = command.local.Command(
+                f"{name}-ssh-key",
+                create=f"mkdir -p ~/.ssh && umask 077 && cat > {key_path}",
+                delete=f"rm -f {key_path}",
+                stdin=args.ssh_private_key,
+                opts=child,
+            )
+            connection = command.remote.ConnectionArgs(
+                host=target.host, port=target.port, user=target.user, private_key=args.ssh_private_key
+            )
+            install = command.remote.Command(
+                f"{name}-install-docker",
+                connection=connection,
+                create=INSTALL_DOCKER,
+                triggers=[hashlib.sha256(INSTALL_DOCKER.encode()).hexdigest()],
+                opts=child,
+            )
+            rules = firewall_script(target.port, args.published_ports)
+            firewall = command.remote.Command(
+                f"{name}-firewall",
+                connection=connection,
+                create=rules,
+                triggers=[hashlib.sha256(rules.encode()).hexdigest()],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[install]),
+            )
+            ready = [key_file, install, firewall]
+            docker_host = f"ssh://{target.user}@{target.host}:{target.port}"
+            provider_args = dict(host=docker_host, ssh_opts=ssh_options(key_path))
+        else:
+            docker_host = target.socket
+            provider_args = dict(host=docker_host)
+
+        self.provider = docker.Provider(
+            f"{name}-docker", **provider_args, opts=pulumi.ResourceOptions(parent=self, depends_on=ready)
+        )
+        network = docker.Network(
+            f"{name}-net",
+            name=f"{args.prefix}-net",
+            driver="bridge",
+            labels=[docker.NetworkLabelArgs(label="coderz.stack", value=args.prefix)],
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+        )
+        self.network_name = network.name
+        self.docker_host = pulumi.Output.from_input(docker_host)
+        self.register_outputs({"network_name": self.network_name, "docker_host": self.docker_host})
+

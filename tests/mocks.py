@@ -1,0 +1,161 @@
+"""Pulumi mocks that record every registered resource with its inputs and options.
+
+`Registration.inputs` keeps secret inputs wrapped as the engine sees them, so a test can tell
+a secret from plain text: `is_secret(value)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pulumi
+import yaml
+from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockMonitor
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SECRET_SIG = rpc._special_sig_key
+SECRET_VALUE = rpc._special_secret_sig
+# What an operator would have set with `pulumi config set --secret`, per stack.
+TEST_SECRETS = {
+    "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-only-ssh-key\n-----END OPENSSH PRIVATE KEY-----",
+    "tlsPrivateKey": "-----BEGIN PRIVATE KEY-----\ntest-only-tls-key\n-----END PRIVATE KEY-----",
+    "smtpPassword": "test-only-smtp-password",
+}
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SECRET_SIG) == SECRET_VALUE
+
+
+def unwrap(value: Any) -> Any:
+    """The plain value behind secret markers, at any depth."""
+    if is_secret(value):
+        return unwrap(value["value"])
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    provider: str
+    protect: bool
+    retain_on_delete: bool
+    inputs: dict[str, Any]
+    ignore_changes: list[str] = field(default_factory=list)
+    dependencies: list[str] = field(default_factory=list)
+
+    @property
+    def plain(self) -> dict[str, Any]:
+        return unwrap(self.inputs)
+
+
+class PlatformMocks(pulumi.runtime.Mocks):
+    """Echo inputs back as outputs, plus the computed fields our code reads."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = f"generated-{args.name}"
+        elif args.typ == "docker:index/remoteImage:RemoteImage":
+            outputs["imageId"] = "sha256:" + hashlib.sha256(str(args.inputs.get("name")).encode()).hexdigest()
+        return [f"{args.name}-id", outputs]
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+class RecordingMonitor(MockMonitor):
+    def __init__(self, mocks: pulumi.runtime.Mocks):
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.registrations.append(
+                Registration(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    parent=request.parent,
+                    provider=request.provider,
+                    protect=request.protect,
+                    retain_on_delete=request.retainOnDelete,
+                    inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
+                    ignore_changes=list(request.ignoreChanges),
+                    dependencies=list(request.dependencies),
+                )
+            )
+        return response
+
+    def of_type(self, suffix: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type.endswith(suffix)]
+
+    def named(self, name: str) -> Registration:
+        (match,) = [r for r in self.registrations if r.name == name]
+        return match
+
+
+def install_mocks(stack: str = "test", config: Mapping[str, Any] | None = None,
+                  secret_keys: list[str] | None = None) -> RecordingMonitor:
+    pulumi.runtime.set_all_config(dict(config or {}), secret_keys or [])
+    mocks = PlatformMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="coderz", stack=stack, preview=False, monitor=monitor)
+    return monitor
+
+
+def stack_file_config(stack: str, *, secrets: Mapping[str, str] | None = None,
+                      overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The raw config the engine would hand the program for `Pulumi.<stack>.yaml`: structured
+    values JSON-encoded, the operator's secrets added. Returns (config, secret keys)."""
+    document = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())
+    raw: dict[str, Any] = {}
+    for key, value in {**document.get("config", {}), **(overrides or {})}.items():
+        raw[key] = json.dumps(value) if isinstance(value, (dict, list)) else value if isinstance(value, str) else json.dumps(value)
+    for key, value in (secrets or {}).items():
+        raw[f"coderz:{key}"] = value
+    return raw, [f"coderz:{key}" for key in (secrets or {})]
+
+
+def secrets_for(stack: str) -> dict[str, str]:
+    """The secrets an operator sets for a stack, judged from its file."""
+    document = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    wanted = {}
+    if document.get("coderz:target", {}).get("kind") == "ssh":
+        wanted["sshPrivateKey"] = TEST_SECRETS["sshPrivateKey"]
+    if document.get("coderz:gateway", {}).get("tls"):
+        wanted["tlsPrivateKey"] = TEST_SECRETS["tlsPrivateKey"]
+    if document.get("coderz:smtp", {}).get("user"):
+        wanted["smtpPassword"] = TEST_SECRETS["smtpPassword"]
+    return wanted
+
+
+def deploy_stack(stack: str, **overrides: Any) -> tuple[RecordingMonitor, dict[str, Any]]:
+    """Run the whole program for a stack file under mocks; returns the monitor and the outputs."""
+    from infra.config import load_current
+    from infra.platform import build
+
+    raw, secret_keys = stack_file_config(stack, secrets=secrets_for(stack), overrides=overrides)
+    monitor = install_mocks(stack, raw, secret_keys)
+    resolved: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program():
+        outputs = build(load_current())
+        return pulumi.Output.from_input(outputs).apply(resolved.update)
+
+    program()
+    return monitor, resolved
