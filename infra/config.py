@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 import pulumi
+import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from components.spec import Frozen, Limits, PinnedImage
 
 PROJECT = "coderz"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEYS = ("sshPrivateKey", "tlsPrivateKey", "smtpPassword")
 Environment = Literal["dev", "qa", "prod"]
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -260,6 +263,16 @@ def load(raw: Mapping[str, Any], stack: str) -> Stack:
         config=config,
         secrets=Secrets(secret("sshPrivateKey"), secret("tlsPrivateKey"), secret("smtpPassword")),
     )
+
+
+def stack_file_values(stack: str, root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The raw config of `Pulumi.<stack>.yaml` as the engine hands it over (structured values as
+    JSON text, scalars as text). Secrets are not in stack files of this repo."""
+    document = yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text()) or {}
+    return {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in (document.get("config") or {}).items()
+    }
 
 
 def load_current() -> Stack:

@@ -121,10 +121,11 @@ def stack_file_config(stack: str, *, secrets: Mapping[str, str] | None = None,
                       overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The raw config the engine would hand the program for `Pulumi.<stack>.yaml`: structured
     values JSON-encoded, the operator's secrets added. Returns (config, secret keys)."""
-    document = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())
-    raw: dict[str, Any] = {}
-    for key, value in {**document.get("config", {}), **(overrides or {})}.items():
-        raw[key] = json.dumps(value) if isinstance(value, (dict, list)) else value if isinstance(value, str) else json.dumps(value)
+    from infra.config import stack_file_values
+
+    raw = stack_file_values(stack)
+    for key, value in (overrides or {}).items():
+        raw[key] = value if isinstance(value, str) else json.dumps(value)
     for key, value in (secrets or {}).items():
         raw[f"coderz:{key}"] = value
     return raw, [f"coderz:{key}" for key in (secrets or {})]
@@ -159,3 +160,30 @@ def deploy_stack(stack: str, **overrides: Any) -> tuple[RecordingMonitor, dict[s
 
     program()
     return monitor, resolved
+
+
+def plaintext_leaks(registrations: list[Registration], secret_values: set[str]) -> list[str]:
+    """Every input, anywhere, that carries one of `secret_values` outside a secret marker."""
+    leaks: list[str] = []
+
+    def walk(value: Any, where: str) -> None:
+        if is_secret(value):
+            return
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{where}[{index}]")
+        elif isinstance(value, str) and any(secret in value for secret in secret_values):
+            leaks.append(where)
+
+    for registration in registrations:
+        walk(registration.inputs, f"{registration.type}::{registration.name}")
+    return leaks
+
+
+def generated_secrets(monitor: RecordingMonitor) -> set[str]:
+    """The values the mocks handed out for generated passwords, plus the operator's secrets."""
+    values = {f"generated-{r.name}" for r in monitor.of_type("RandomPassword")}
+    return values | set(TEST_SECRETS.values())

@@ -1,0 +1,149 @@
+"""Each whole stack file (dev, qa, prod) run under mocks, resource by resource."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from tests.mocks import deploy_stack, generated_secrets, plaintext_leaks
+
+STACKS = ("dev", "qa", "prod")
+
+
+@functools.cache
+def deployed(stack: str):
+    return deploy_stack(stack)
+
+
+def containers(stack: str):
+    monitor, _ = deployed(stack)
+    return monitor.of_type("docker:index/container:Container")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_container_is_healthchecked_limited_restarted_and_pinned(stack):
+    monitor, _ = deployed(stack)
+    images = {r.plain["imageId"] if "imageId" in r.plain else None for r in monitor.of_type("RemoteImage")}
+    assert containers(stack)
+    for container in containers(stack):
+        spec = container.plain
+        assert spec["healthcheck"]["tests"][0] in ("CMD", "CMD-SHELL"), container.name
+        assert spec["restart"] == "unless-stopped", container.name
+        assert spec["memory"] > 0 and float(spec["cpus"]) > 0, container.name
+        assert spec["image"].startswith("sha256:"), f"{container.name} must use RemoteImage.image_id"
+        assert spec["name"].startswith(f"coderz-{stack}-"), container.name
+        assert spec["logOpts"]["max-size"], container.name
+    for image in monitor.of_type("RemoteImage"):
+        name = image.plain["name"]
+        assert not name.endswith(":latest") and (":" in name.rsplit("/", 1)[-1] or "@sha256:" in name), name
+    del images
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_only_the_gateway_is_public_everything_else_is_loopback_or_private(stack):
+    for container in containers(stack):
+        for port in container.plain.get("ports") or []:
+            if container.plain["name"] == f"coderz-{stack}-gateway":
+                assert port.get("ip", "0.0.0.0") == "0.0.0.0"
+            else:
+                assert port["ip"] == "127.0.0.1", f"{container.name} publishes {port} beyond loopback"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_secrets_never_appear_in_plain_text(stack):
+    monitor, _ = deployed(stack)
+    assert plaintext_leaks(monitor.registrations, generated_secrets(monitor)) == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_one_explicit_docker_provider_for_every_docker_resource(stack):
+    monitor, _ = deployed(stack)
+    (provider,) = monitor.of_type("pulumi:providers:docker")
+    for resource in monitor.registrations:
+        if resource.type.startswith("docker:"):
+            assert resource.provider.startswith(provider.urn + "::"), resource.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_resource_lives_inside_a_component(stack):
+    monitor, _ = deployed(stack)
+    for resource in monitor.registrations:
+        if not resource.type.startswith("coderz:"):
+            assert "::coderz:" in resource.parent, f"{resource.type} {resource.name} has no component parent"
+
+
+@pytest.mark.parametrize("stack,kept", [("dev", False), ("qa", False), ("prod", True)])
+def test_data_volumes_survive_destroy_in_prod_only(stack, kept):
+    monitor, _ = deployed(stack)
+    volumes = monitor.of_type("docker:index/volume:Volume")
+    assert volumes
+    for volume in volumes:
+        assert volume.retain_on_delete is kept and volume.protect is kept, volume.name
+
+
+def test_no_container_volume_or_network_name_is_shared_between_stacks():
+    seen: dict[str, str] = {}
+    for stack in STACKS:
+        monitor, _ = deployed(stack)
+        for resource in monitor.registrations:
+            if resource.type in ("docker:index/container:Container", "docker:index/volume:Volume", "docker:index/network:Network"):
+                name = resource.plain["name"]
+                assert name not in seen, f"{name} is in both {seen.get(name)} and {stack}"
+                seen[name] = stack
+
+
+def test_loopback_port_blocks_of_the_stacks_do_not_overlap():
+    published = {}
+    for stack in STACKS:
+        ports = set()
+        for container in containers(stack):
+            for port in container.plain.get("ports") or []:
+                if port.get("ip") == "127.0.0.1":
+                    ports.add(port["external"])
+        published[stack] = ports
+    assert published["dev"] and published["qa"] and published["prod"]
+    assert not published["dev"] & published["qa"]
+    assert not published["qa"] & published["prod"]
+    assert not published["dev"] & published["prod"]
+
+
+def test_ssh_stacks_bootstrap_docker_and_the_firewall_with_only_published_ports():
+    monitor, outputs = deployed("prod")
+    commands = {r.name: r.plain for r in monitor.of_type("command:remote:Command")}
+    assert set(commands) == {"host-install-docker", "host-firewall"}
+    firewall = commands["host-firewall"]["create"]
+    assert "ufw default deny incoming" in firewall
+    allowed = {int(part.split("/")[0]) for part in firewall.split("ufw allow ")[1:]}
+    assert allowed == {22, 80, 443}
+    assert commands["host-firewall"]["triggers"], "re-run only when the rules change"
+    (provider,) = monitor.of_type("pulumi:providers:docker")
+    assert provider.plain["host"] == "ssh://deploy@prod.coderz.example:22"
+    assert "ControlMaster=auto" in provider.plain["sshOpts"]
+    assert outputs["docker_host"] == "ssh://deploy@prod.coderz.example:22"
+
+
+def test_dev_uses_the_local_engine_without_bootstrap():
+    monitor, _ = deployed("dev")
+    assert not monitor.of_type("command:remote:Command")
+    (provider,) = monitor.of_type("pulumi:providers:docker")
+    assert provider.plain["host"] == "unix:///var/run/docker.sock"
+
+
+@pytest.mark.parametrize("stack,replicas", [("dev", 1), ("qa", 2), ("prod", 3)])
+def test_api_replicas_follow_the_stack(stack, replicas):
+    names = [c.plain["name"] for c in containers(stack)]
+    assert sum(n.startswith(f"coderz-{stack}-python-api") for n in names) == replicas
+    assert sum(n.startswith(f"coderz-{stack}-dotnet-api") for n in names) == replicas
+
+
+def test_each_api_gets_its_own_database_role_and_url():
+    monitor, _ = deployed("qa")
+    init = [c for c in containers("qa") if c.plain["name"] == "coderz-qa-postgres"][0]
+    (upload,) = init.inputs["uploads"]["value"] if "value" in init.inputs["uploads"] else init.inputs["uploads"]
+    sql = upload["content"]
+    assert "python_api" in str(sql) and "dotnet_api" in str(sql)
+    python_api = [c for c in containers("qa") if c.plain["name"] == "coderz-qa-python-api-1"][0]
+    env = "\n".join(python_api.plain["envs"])
+    assert "DATABASE_URL=postgresql://python_api:" in env and "@postgres:5432/python_api" in env
+    assert "REDIS_URL=redis://:" in env
