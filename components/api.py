@@ -14,7 +14,7 @@ import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
 from components.container import ContainerService, ContainerServiceArgs
-from components.spec import ServiceSpec
+from components.spec import InputStr, ServiceSpec
 
 ASPNETCORE_ENVIRONMENTS = {"dev": "Development", "qa": "Staging", "prod": "Production"}
 
@@ -25,7 +25,7 @@ class Database(BaseModel):
     host: str
     port: int
     name: str
-    password: pulumi.Input[str]
+    password: InputStr
 
 
 class RedisEndpoint(BaseModel):
@@ -33,7 +33,7 @@ class RedisEndpoint(BaseModel):
 
     host: str
     port: int
-    password: pulumi.Input[str]
+    password: InputStr
 
 
 class ApiArgs(BaseModel):
@@ -43,7 +43,7 @@ class ApiArgs(BaseModel):
     flavour: Literal["python", "dotnet"]
     environment: str
     prefix: str
-    network_name: pulumi.Input[str]
+    network_name: InputStr
     provider: docker.Provider
     database: Database
     redis: RedisEndpoint
@@ -51,7 +51,7 @@ class ApiArgs(BaseModel):
     depends_on: Sequence[pulumi.Resource] = ()
 
 
-def api_env(args: ApiArgs) -> list[pulumi.Input[str]]:
+def api_env(args: ApiArgs) -> list[InputStr]:
     """The container environment; entries holding a password are secret Outputs."""
     db, redis, spec = args.database, args.redis, args.spec
     if args.flavour == "python":

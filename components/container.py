@@ -16,7 +16,7 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
-from components.spec import ServiceSpec
+from components.spec import InputStr, ServiceSpec
 
 # Fields the Docker daemon fills in by itself and reports back as drift
 # (kreuzwerker/terraform-provider-docker#473, pulumi/pulumi-docker#1272).
@@ -30,7 +30,7 @@ class ConfigFile(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     path: str
-    content: pulumi.Input[str]
+    content: InputStr
     executable: bool = False
 
 
@@ -38,7 +38,7 @@ class VolumeMount(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     container_path: str
-    volume_name: pulumi.Input[str] | None = None
+    volume_name: InputStr | None = None
     host_path: str | None = None
     read_only: bool = False
 
@@ -50,9 +50,9 @@ class ContainerServiceArgs(BaseModel):
 
     spec: ServiceSpec
     prefix: str
-    network_name: pulumi.Input[str]
+    network_name: InputStr
     provider: docker.Provider
-    envs: Sequence[pulumi.Input[str]] = ()
+    envs: Sequence[InputStr] = ()
     files: Sequence[ConfigFile] = ()
     volumes: Sequence[VolumeMount] = ()
     command: Sequence[str] | None = None
@@ -60,6 +60,11 @@ class ContainerServiceArgs(BaseModel):
     build_context: Path | None = None
     wait_healthy: bool = True
     depends_on: Sequence[pulumi.Resource] = ()
+
+
+def retained(keep: bool, parent: pulumi.Resource, provider: docker.Provider) -> pulumi.ResourceOptions:
+    """Options of a data volume: kept on `pulumi destroy` and protected where the stack keeps data."""
+    return pulumi.ResourceOptions(parent=parent, provider=provider, retain_on_delete=keep, protect=keep)
 
 
 def _digest(*parts: str) -> str:

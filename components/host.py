@@ -16,6 +16,8 @@ import pulumi_command as command
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
+from components.spec import InputStr
+
 from infra.config import TargetConfig
 
 INSTALL_DOCKER = (
@@ -59,7 +61,7 @@ class DockerHostArgs(BaseModel):
     target: TargetConfig
     prefix: str
     published_ports: tuple[int, ...]
-    ssh_private_key: pulumi.Input[str] | None = None
+    ssh_private_key: InputStr | None = None
 
 
 class DockerHost(pulumi.ComponentResource):

@@ -13,10 +13,10 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
-from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount
+from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount, retained
 from components.postgres_init import AppDatabase, postgres_command, render_init_sql
 from components.secrets import generated_password
-from components.spec import ServiceSpec
+from components.spec import InputStr, ServiceSpec
 
 DATA_DIR = "/var/lib/postgresql/data"
 
@@ -26,17 +26,12 @@ def database_name(service: str) -> str:
     return service.replace("-", "_")
 
 
-def retained(keep: bool, parent: pulumi.Resource, provider: docker.Provider) -> pulumi.ResourceOptions:
-    """Options of a data volume: kept on destroy and protected where the stack keeps data."""
-    return pulumi.ResourceOptions(parent=parent, provider=provider, retain_on_delete=keep, protect=keep)
-
-
 class PostgresArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     spec: ServiceSpec
     prefix: str
-    network_name: pulumi.Input[str]
+    network_name: InputStr
     provider: docker.Provider
     clients: Sequence[str]
     max_connections: int

@@ -7,10 +7,9 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
-from components.container import ContainerService, ContainerServiceArgs, VolumeMount
-from components.postgres import retained
+from components.container import ContainerService, ContainerServiceArgs, VolumeMount, retained
 from components.secrets import generated_password
-from components.spec import ServiceSpec
+from components.spec import InputStr, ServiceSpec
 
 
 def redis_command(memory_mb: int) -> list[str]:
@@ -30,7 +29,7 @@ class RedisArgs(BaseModel):
 
     spec: ServiceSpec
     prefix: str
-    network_name: pulumi.Input[str]
+    network_name: InputStr
     provider: docker.Provider
     keep_data: bool
 

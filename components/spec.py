@@ -8,10 +8,14 @@ derived from a tuple of `ServiceSpec`, never listed again by hand.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+# `pulumi.Input[str]` in an args model: a str or an Output of one. Pydantic cannot validate an
+# Output's future content, so args models accept these as they are.
+InputStr: TypeAlias = Any
 
 PINNED_TAG = re.compile(r"^[^\s@]+(:[A-Za-z0-9_][A-Za-z0-9_.-]*|@sha256:[0-9a-f]{64})$")
 
