@@ -106,8 +106,8 @@ class Monitoring(pulumi.ComponentResource):
         node = run(
             "node-exporter",
             command=["--path.procfs=/host/proc", "--path.sysfs=/host/sys", "--path.rootfs=/host/root"],
-            volumes=[VolumeMount(container_path=f"/host{p or '/root'}", host_path=p or "/", read_only=True)
-                     for p in ("/proc", "/sys", "")],
+            volumes=[VolumeMount(container_path=c, host_path=h, read_only=True)
+                     for h, c in (("/proc", "/host/proc"), ("/sys", "/host/sys"), ("/", "/host/root"))],
         )
         cadvisor = run(
             "cadvisor",
@@ -122,7 +122,8 @@ class Monitoring(pulumi.ComponentResource):
             envs=[_secret_env("DATA_SOURCE_NAME", args.postgres_dsn)],
             depends_on=list(args.depends_on),
         )
-        redis_envs = [f"REDIS_ADDR=redis://redis:{catalog.get('redis').port}" if "redis" in catalog else "REDIS_ADDR=redis://redis:6379"]
+        # The exporters' specs depend on postgres and redis, so the catalog holds both.
+        redis_envs = [f"REDIS_ADDR=redis://redis:{catalog.get('redis').port}"]
         if args.redis_password is not None:
             redis_envs.append(_secret_env("REDIS_PASSWORD", args.redis_password))
         redis_exporter = run("redis-exporter", envs=redis_envs, depends_on=list(args.depends_on))
@@ -163,7 +164,7 @@ class Monitoring(pulumi.ComponentResource):
                      f"--storage.tsdb.retention.time={config.retention_days}d"],
             files=prometheus_files,
             volumes=[VolumeMount(container_path=PROMETHEUS_DATA, volume_name=volume.name)],
-            depends_on=[alertmanager, node, cadvisor, postgres_exporter, redis_exporter],
+            depends_on=[alertmanager],
         )
 
         grafana_spec = catalog.get("grafana")
@@ -204,10 +205,13 @@ class Monitoring(pulumi.ComponentResource):
         self.prometheus_volume = volume
         self.prometheus_url = pulumi.Output.from_input(url("prometheus"))
         self.alertmanager_url = pulumi.Output.from_input(url("alertmanager"))
-        if grafana_spec.host_port:
+        # Through the gateway when its public URL is known, else where this host can reach it.
+        if args.public_url:
+            grafana_url = root_url
+        elif grafana_spec.host_port:
             grafana_url = f"http://127.0.0.1:{grafana_spec.host_port}{sub_path}"
         else:
-            grafana_url = root_url if args.public_url else sub_path
+            grafana_url = sub_path
         self.grafana_url = pulumi.Output.from_input(grafana_url)
         self.grafana_admin_password = pulumi.Output.secret(password.result)
         self.scrape_jobs = pulumi.Output.from_input(render.scrape_job_names(catalog, args.kubernetes))
