@@ -60,7 +60,7 @@ class DockerHostArgs(BaseModel):
 
     target: TargetConfig
     prefix: str
-    published_ports: tuple[int, ...]
+    public_ports: tuple[int, ...]
     ssh_private_key: InputStr | None = None
 
 
@@ -97,7 +97,7 @@ class DockerHost(pulumi.ComponentResource):
                 triggers=[hashlib.sha256(INSTALL_DOCKER.encode()).hexdigest()],
                 opts=child,
             )
-            rules = firewall_script(target.port, args.published_ports)
+            rules = firewall_script(target.port, args.public_ports)
             firewall = command.remote.Command(
                 f"{name}-firewall",
                 connection=connection,

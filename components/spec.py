@@ -164,6 +164,10 @@ class Catalog(Frozen):
     def scraped(self) -> tuple[ServiceSpec, ...]:
         return tuple(s for s in self.services if s.metrics)
 
+    def public_ports(self) -> tuple[int, ...]:
+        """Host ports open to the world (the firewall opens these and nothing else)."""
+        return tuple(p.host for s in self.services for p in s.public_ports)
+
     def published_ports(self) -> dict[int, str]:
         """Host port -> service, for every port this stack binds on its host."""
         ports: dict[int, str] = {}

@@ -115,6 +115,11 @@ class AlertThresholds(Frozen):
 
 
 class MonitoringConfig(Frozen):
+    """Prometheus, Alertmanager, Grafana and the exporters. Alerts are mailed through `smtp`;
+    a stack without `smtp` still runs Alertmanager, with a receiver named "null" that sends
+    nothing (alerts show in its UI only). `publishGrafana` binds Grafana on 127.0.0.1 too;
+    it is always served by the gateway under /grafana/."""
+
     enabled: bool = True
     scrape_interval_s: int = Field(default=15, ge=1, le=300)
     retention_days: int = Field(default=30, ge=1, le=3650)
@@ -131,6 +136,8 @@ class ElkConfig(Frozen):
     enabled: bool = False
     retention_days: int = Field(default=7, ge=1, le=3650)
     heap_mb: int = Field(default=512, ge=256, le=32_768)
+    # Kibana on 127.0.0.1:<ports.base + 56> (reach it through an SSH tunnel), or not at all.
+    publish_kibana: bool = True
 
 
 class LoggingConfig(Frozen):

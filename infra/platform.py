@@ -27,7 +27,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
         DockerHostArgs(
             target=config.target,
             prefix=prefix,
-            published_ports=tuple(catalog.published_ports()),
+            public_ports=catalog.public_ports(),
             ssh_private_key=stack.secrets.ssh_private_key,
         ),
     )

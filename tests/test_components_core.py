@@ -72,7 +72,7 @@ def test_built_image_uses_the_context_and_secret_files_stay_secret(monitor, prov
 
 
 def test_local_host_has_a_provider_and_a_private_network_and_no_bootstrap(monitor):
-    run(lambda: DockerHost("host", DockerHostArgs(target=TargetConfig(kind="local"), prefix="coderz-dev", published_ports=(8088,))))
+    run(lambda: DockerHost("host", DockerHostArgs(target=TargetConfig(kind="local"), prefix="coderz-dev", public_ports=(8088,))))
     (provider,) = monitor.of_type("pulumi:providers:docker")
     assert provider.plain["host"] == "unix:///var/run/docker.sock"
     (network,) = monitor.of_type("docker:index/network:Network")
@@ -84,7 +84,7 @@ def test_local_host_has_a_provider_and_a_private_network_and_no_bootstrap(monito
 def test_ssh_host_bootstraps_over_one_shared_connection_with_a_secret_key(monitor):
     key = pulumi.Output.secret("PRIVATE-KEY-MATERIAL")
     target = TargetConfig(kind="ssh", host="qa.coderz.example", user="deploy", port=2222)
-    run(lambda: DockerHost("host", DockerHostArgs(target=target, prefix="coderz-qa", published_ports=(80, 5132), ssh_private_key=key)))
+    run(lambda: DockerHost("host", DockerHostArgs(target=target, prefix="coderz-qa", public_ports=(80, 5132), ssh_private_key=key)))
     (provider,) = monitor.of_type("pulumi:providers:docker")
     assert provider.plain["host"] == "ssh://deploy@qa.coderz.example:2222"
     opts = provider.plain["sshOpts"]

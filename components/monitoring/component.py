@@ -11,20 +11,21 @@ from typing import Sequence
 
 import pulumi
 import pulumi_docker as docker
-import pulumi_random as random
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount
+from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount, retained
 from components.monitoring import render
-from components.spec import Catalog
+from components.secrets import generated_password
+from components.spec import Catalog, InputStr
 from infra.config import MonitoringConfig, SmtpConfig
 
-PROMETHEUS_DATA = "/prometheus"
-ALERTMANAGER_CONFIG = "/etc/alertmanager/alertmanager.yml"
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
 GRAFANA_ADMIN_USER = "admin"
 # cAdvisor collectors we do not chart or alert on: each adds many series per container.
 CADVISOR_DISABLED = "advtcp,cpu_topology,hugetlb,percpu,process,referenced_memory,resctrl,sched,tcp,udp"
+# The services this component runs, declared by infra/services_monitoring.py.
+MONITORING_SERVICES = ("node-exporter", "cadvisor", "postgres-exporter", "redis-exporter",
+                       "alertmanager", "prometheus", "grafana")
 
 
 class MonitoringArgs(BaseModel):
@@ -37,23 +38,23 @@ class MonitoringArgs(BaseModel):
     catalog: Catalog
     config: MonitoringConfig
     prefix: str
-    network_name: pulumi.Input[str]
+    network_name: InputStr
     provider: docker.Provider
     keeps_data: bool = False
     # postgresql://USER:PASSWORD@postgres:5432/postgres?sslmode=disable, a role with pg_monitor.
-    postgres_dsn: pulumi.Input[str]
-    redis_password: pulumi.Input[str] | None = None
+    postgres_dsn: InputStr
+    redis_password: InputStr | None = None
     smtp: SmtpConfig | None = None
-    smtp_password: pulumi.Input[str] | None = None
+    smtp_password: InputStr | None = None
     # The gateway's public base URL (https://example.org); Grafana builds its links from it.
     public_url: str | None = None
     loki_enabled: bool = False
     loki_url: str = "http://loki:3100"
     elasticsearch_enabled: bool = False
     elasticsearch_url: str = "http://elasticsearch:9200"
-    elasticsearch_index: str = "logs-*"
+    elasticsearch_index: str = "gateway-*"  # the logging pipeline's daily indices
     kubernetes: render.KubernetesTargets | None = None
-    kubernetes_token: pulumi.Input[str] | None = None
+    kubernetes_token: InputStr | None = None
     backup: render.BackupCheck | None = None
     # Resources the exporters wait for (the PostgreSQL and Redis components).
     depends_on: Sequence[pulumi.Resource] = ()
@@ -68,10 +69,6 @@ class MonitoringArgs(BaseModel):
         if self.smtp is not None and self.smtp.user and self.smtp_password is None:
             raise ValueError("smtp.user needs smtp_password")
         return self
-
-
-MONITORING_SERVICES = ("node-exporter", "cadvisor", "postgres-exporter", "redis-exporter",
-                       "alertmanager", "prometheus", "grafana")
 
 
 def _secret_env(key: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -100,8 +97,8 @@ class Monitoring(pulumi.ComponentResource):
                 opts=child,
             )
 
-        def url(service: str, path: str = "") -> str:
-            return f"http://{service}:{catalog.get(service).port}{path}"
+        def url(service: str) -> str:
+            return f"http://{service}:{catalog.get(service).port}"
 
         node = run(
             "node-exporter",
@@ -136,17 +133,12 @@ class Monitoring(pulumi.ComponentResource):
             alertmanager_config = render.render_alertmanager_config(args.smtp)
         alertmanager = run(
             "alertmanager",
-            command=[f"--config.file={ALERTMANAGER_CONFIG}", "--storage.path=/alertmanager",
-                     "--cluster.listen-address="],
-            files=[ConfigFile(path=ALERTMANAGER_CONFIG, content=alertmanager_config)],
+            command=render.alertmanager_flags(),
+            files=[ConfigFile(path=render.ALERTMANAGER_CONFIG, content=alertmanager_config)],
         )
 
-        volume = docker.Volume(
-            f"{name}-prometheus-data",
-            name=f"{args.prefix}-prometheus-data",
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider,
-                                        protect=args.keeps_data, retain_on_delete=args.keeps_data),
-        )
+        volume = docker.Volume(f"{name}-prometheus-data", name=f"{args.prefix}-prometheus-data",
+                               opts=retained(args.keeps_data, self, args.provider))
         prometheus_files = [
             ConfigFile(path=f"{render.CONFIG_DIR}/prometheus.yml", content=render.render_prometheus_config(
                 catalog, scrape_interval_s=config.scrape_interval_s, stack=args.prefix, kubernetes=args.kubernetes)),
@@ -160,17 +152,16 @@ class Monitoring(pulumi.ComponentResource):
                 prometheus_files.append(ConfigFile(path=ca_file, content=args.kubernetes.ca_certificate))
         prometheus = run(
             "prometheus",
-            command=[f"--config.file={render.CONFIG_DIR}/prometheus.yml", f"--storage.tsdb.path={PROMETHEUS_DATA}",
-                     f"--storage.tsdb.retention.time={config.retention_days}d"],
+            command=render.prometheus_flags(retention_days=config.retention_days),
             files=prometheus_files,
-            volumes=[VolumeMount(container_path=PROMETHEUS_DATA, volume_name=volume.name)],
+            volumes=[VolumeMount(container_path=render.PROMETHEUS_DATA, volume_name=volume.name)],
             depends_on=[alertmanager],
         )
 
         grafana_spec = catalog.get("grafana")
         sub_path = grafana_spec.route.path_prefix if grafana_spec.route else "/"
         root_url = f"{args.public_url.rstrip('/')}{sub_path}" if args.public_url else f"%(protocol)s://%(domain)s:%(http_port)s{sub_path}"
-        password = random.RandomPassword(f"{name}-grafana-admin", length=24, special=False, opts=child)
+        password = generated_password(f"{name}-grafana-admin", parent=self)
         datasources = render.render_grafana_datasources(
             url("prometheus"),
             loki_url=args.loki_url if args.loki_enabled else None,
@@ -187,7 +178,7 @@ class Monitoring(pulumi.ComponentResource):
             "grafana",
             envs=[
                 f"GF_SECURITY_ADMIN_USER={GRAFANA_ADMIN_USER}",
-                _secret_env("GF_SECURITY_ADMIN_PASSWORD", password.result),
+                _secret_env("GF_SECURITY_ADMIN_PASSWORD", password),
                 f"GF_SERVER_ROOT_URL={root_url}",
                 "GF_SERVER_SERVE_FROM_SUB_PATH=true",
                 "GF_USERS_ALLOW_SIGN_UP=false",
@@ -213,7 +204,7 @@ class Monitoring(pulumi.ComponentResource):
         else:
             grafana_url = sub_path
         self.grafana_url = pulumi.Output.from_input(grafana_url)
-        self.grafana_admin_password = pulumi.Output.secret(password.result)
+        self.grafana_admin_password = password
         self.scrape_jobs = pulumi.Output.from_input(render.scrape_job_names(catalog, args.kubernetes))
         self.register_outputs({
             "prometheus_url": self.prometheus_url,

@@ -17,6 +17,9 @@ from components.spec import Catalog, Frozen
 from infra.config import AlertThresholds, SmtpConfig
 
 CONFIG_DIR = "/etc/prometheus"
+PROMETHEUS_DATA = "/prometheus"
+ALERTMANAGER_CONFIG = "/etc/alertmanager/alertmanager.yml"
+ALERTMANAGER_DATA = "/alertmanager"
 DASHBOARDS_SOURCE = Path(__file__).resolve().parent / "dashboards"
 GRAFANA_DASHBOARDS_DIR = "/etc/grafana/dashboards"
 # Fixed so the dashboards in dashboards/*.json can name their datasource.
@@ -43,8 +46,27 @@ class BackupCheck(Frozen):
     max_age_hours: int = Field(default=26, ge=1, le=24 * 31)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block style for multi-line strings (PromQL), so rules.yml reads like hand-written YAML."""
+
+
+_Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
 def _yaml(document: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=200)
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096)
+
+
+def prometheus_flags(*, retention_days: int, config_dir: str = CONFIG_DIR, data_dir: str = PROMETHEUS_DATA) -> list[str]:
+    """Prometheus' command line (retention is a flag, not a config key)."""
+    return [f"--config.file={config_dir}/prometheus.yml", f"--storage.tsdb.path={data_dir}",
+            f"--storage.tsdb.retention.time={retention_days}d"]
+
+
+def alertmanager_flags(*, config_file: str = ALERTMANAGER_CONFIG, data_dir: str = ALERTMANAGER_DATA) -> list[str]:
+    """Alertmanager's command line: a single instance, so no cluster gossip port."""
+    return [f"--config.file={config_file}", f"--storage.path={data_dir}", "--cluster.listen-address="]
 
 
 def kubernetes_files(config_dir: str = CONFIG_DIR) -> tuple[str, str]:
@@ -247,7 +269,7 @@ def render_alertmanager_config(smtp: SmtpConfig | None, password: str | None = N
 
 def render_grafana_datasources(prometheus_url: str, *, loki_url: str | None = None,
                                elasticsearch_url: str | None = None,
-                               elasticsearch_index: str = "logs-*") -> str:
+                               elasticsearch_index: str = "gateway-*") -> str:
     """Grafana's datasource provisioning: Prometheus always, Loki and Elasticsearch when their
     URL is given (their pipeline is on). UIDs are fixed (`DATASOURCE_UIDS`)."""
     sources = [{
