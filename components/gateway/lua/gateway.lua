@@ -1,9 +1,11 @@
 -- The gateway's request path, called from the nginx.conf rendered by render.py:
---   access        resolve the route's service name at run time, serve a cache HIT, or pick
---                 the replica with the fewest requests in flight
+--   access        serve a cache HIT from Redis; else resolve the route's service name at run
+--                 time and pick the replica with the fewest requests in flight; a cache MISS
+--                 is fetched (through the same balancer) and stored here, anything not
+--                 cacheable goes on to proxy_pass
 --   balance       (balancer_by_lua) hand the chosen replica to the keepalive upstream
---   header_filter/body_filter   X-Cache, and collect a cacheable 200 answer
---   log           release the replica, store the answer in Redis, count the request
+--   header_filter X-Cache
+--   log           release the replica, count the request
 --
 -- Service names resolve through the configured DNS server (Docker's 127.0.0.11), whose answer
 -- for a service alias is every replica's address. Answers are cached in a shared dict for a
@@ -154,7 +156,7 @@ function M.access(name)
     local route = routes[name]
     local ctx = ngx.ctx
     ctx.route = route
-    cache.lookup(route, ctx) -- a HIT is answered here and never returns
+    local cacheable = cache.lookup(route, ctx) -- a HIT is answered there and never returns
     local ips, err = resolve(route.host)
     if not ips then
         ngx.log(ngx.ERR, "gateway: route ", name, ": cannot resolve ", route.host, ": ", err)
@@ -163,6 +165,9 @@ function M.access(name)
     ctx.ips = ips
     ctx.port = route.port
     take(ctx, pick(route, ips))
+    if cacheable then
+        return cache.fetch(route, ctx) -- answers and ends the request
+    end
 end
 
 function M.balance()
@@ -194,14 +199,9 @@ function M.header_filter()
     cache.header_filter(ngx.ctx)
 end
 
-function M.body_filter()
-    cache.body_filter(ngx.ctx)
-end
-
 function M.log()
     local ctx = ngx.ctx
     release(ctx)
-    cache.store(ctx)
     metrics.observe(ngx.var.gw_route, ngx.status, tonumber(ngx.var.request_time) or 0, ctx.cache)
 end
 

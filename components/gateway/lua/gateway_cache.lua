@@ -2,6 +2,8 @@
 --
 -- Cacheable: a GET without Authorization on a route whose TTL is above 0. Stored: a complete
 -- 200 answer without Set-Cookie, not marked no-store/private/no-cache, up to the size limit.
+-- A cacheable request is fetched through ngx.location.capture and stored before it is
+-- answered; everything else is proxied (streamed) without Lua touching the body.
 -- X-Cache says HIT (served from Redis), MISS (looked up, fetched from the backend) or BYPASS
 -- (request or answer not cacheable). The key is route + host + path + query string.
 --
@@ -82,33 +84,34 @@ local function cacheable_request(route)
     return route.cache_ttl_s > 0 and ngx.req.get_method() == "GET" and not ngx.var.http_authorization
 end
 
--- Access phase: answer a HIT from Redis and end the request; otherwise note MISS or BYPASS.
+-- Access phase: answer a HIT from Redis and end the request. Returns true for a cacheable
+-- request that missed (the caller then calls fetch), false for one that bypasses the cache.
 function M.lookup(route, ctx)
     if not cacheable_request(route) then
         ctx.cache = "BYPASS"
-        return
+        return false
     end
     ctx.cache = "MISS"
     ctx.cache_key = "gw:" .. route.name .. ":" .. (ngx.var.host or "") .. ngx.var.uri .. "?" .. (ngx.var.args or "")
     local red = connect()
     if not red then
         ctx.no_store = true
-        return
+        return true
     end
     local value, err = red:get(ctx.cache_key)
     if err then
         red:close()
         ngx.log(ngx.WARN, "gateway cache: GET failed: ", err)
         ctx.no_store = true
-        return
+        return true
     end
     done(red)
     if value == ngx.null or value == nil or value:sub(1, #FORMAT) ~= FORMAT then
-        return
+        return true
     end
     local newline = value:find("\n", #FORMAT + 1, true)
     if not newline then
-        return
+        return true
     end
     ctx.cache = "HIT"
     ngx.status = ngx.HTTP_OK
@@ -116,7 +119,9 @@ function M.lookup(route, ctx)
     if content_type ~= "" then
         ngx.header["Content-Type"] = content_type
     end
-    ngx.print(value:sub(newline + 1))
+    local body = value:sub(newline + 1)
+    ngx.header["Content-Length"] = #body
+    ngx.print(body)
     return ngx.exit(ngx.HTTP_OK)
 end
 
@@ -137,49 +142,7 @@ local function no_store(headers)
     return false
 end
 
-function M.header_filter(ctx)
-    local status = ctx.cache
-    if status == nil then
-        return
-    end
-    if status == "MISS" then
-        local headers = ngx.header
-        if no_store(headers) then
-            status = "BYPASS"
-        elseif ngx.status == ngx.HTTP_OK and not ctx.no_store and not headers["Content-Encoding"] then
-            ctx.store = true
-            ctx.content_type = headers["Content-Type"] or ""
-            ctx.parts = {}
-            ctx.size = 0
-        end
-    end
-    ctx.cache = status
-    ngx.header["X-Cache"] = status
-    ngx.var.gw_cache = status
-end
-
-function M.body_filter(ctx)
-    if not ctx.store then
-        return
-    end
-    local chunk = ngx.arg[1]
-    if chunk and chunk ~= "" then
-        ctx.size = ctx.size + #chunk
-        if ctx.size > conf.cache_max_body_bytes then
-            ctx.store, ctx.parts = false, nil
-            return
-        end
-        ctx.parts[#ctx.parts + 1] = chunk
-    end
-    if ngx.arg[2] then
-        ctx.complete = true
-    end
-end
-
-local function write(premature, key, ttl, value)
-    if premature then
-        return
-    end
+local function write(key, ttl, value)
     local red = connect()
     if not red then
         return
@@ -193,18 +156,57 @@ local function write(premature, key, ttl, value)
     done(red)
 end
 
--- Log phase (no sockets there): hand a complete answer to a timer that writes it.
-function M.store(ctx)
-    if not (ctx.store and ctx.complete and ctx.parts) then
-        return
+local HOP_BY_HOP = {
+    ["connection"] = true, ["keep-alive"] = true, ["transfer-encoding"] = true, ["content-length"] = true,
+    ["te"] = true, ["trailer"] = true, ["upgrade"] = true,
+}
+
+-- Access phase, after a MISS: fetch the answer through the route's internal location (the same
+-- proxy, balancer and keepalive as every other request), store it before answering -- so the
+-- next request is a HIT -- and send it. The answer is buffered whole; only GETs come here.
+function M.fetch(route, ctx)
+    local rest = ngx.var.uri:sub(#route.path_prefix + 1)
+    local uri = "/_gw/" .. route.name .. "/" .. ngx.escape_uri(rest, 0)
+    ngx.req.set_header("X-Request-ID", ngx.var.request_id)
+    ngx.update_time()
+    local started = ngx.now()
+    local res = ngx.location.capture(uri, { method = ngx.HTTP_GET, args = ngx.var.args, ctx = ctx })
+    ngx.update_time()
+    ngx.var.gw_upstream_time = string.format("%.3f", ngx.now() - started)
+    ngx.var.gw_upstream_addr = ctx.peer .. ":" .. ctx.port
+    ngx.var.gw_upstream_status = res.status
+    if res.truncated then
+        ngx.log(ngx.ERR, "gateway: truncated answer from ", ctx.peer, ":", ctx.port, " for ", uri)
+        return ngx.exit(ngx.HTTP_BAD_GATEWAY)
     end
-    if ngx.var.request_completion ~= "OK" then
-        return
+    local headers = res.header
+    if no_store(headers) then
+        ctx.cache = "BYPASS"
+    elseif res.status == ngx.HTTP_OK and not ctx.no_store and not headers["Content-Encoding"]
+        and #res.body <= conf.cache_max_body_bytes then
+        local content_type = headers["Content-Type"] or ""
+        if type(content_type) == "table" then
+            content_type = content_type[1]
+        end
+        write(ctx.cache_key, route.cache_ttl_s, FORMAT .. content_type .. "\n" .. res.body)
     end
-    local value = FORMAT .. ctx.content_type .. "\n" .. table.concat(ctx.parts)
-    local ok, err = ngx.timer.at(0, write, ctx.cache_key, ctx.route.cache_ttl_s, value)
-    if not ok then
-        ngx.log(ngx.WARN, "gateway cache: cannot schedule the store: ", err)
+    ngx.status = res.status
+    for name, value in pairs(headers) do
+        if not HOP_BY_HOP[name:lower()] then
+            ngx.header[name] = value
+        end
+    end
+    ngx.header["Content-Length"] = #res.body
+    ngx.print(res.body)
+    return ngx.exit(ngx.HTTP_OK)
+end
+
+-- Header filter of every routed request: tell the client what the cache did.
+function M.header_filter(ctx)
+    local status = ctx.cache
+    if status then
+        ngx.header["X-Cache"] = status
+        ngx.var.gw_cache = status
     end
 end
 

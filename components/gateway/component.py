@@ -1,0 +1,112 @@
+"""`Gateway`: the nginx (OpenResty) gateway, the stack's only public entry.
+
+It owns the rendered nginx.conf and Lua files (uploaded through the Docker API: a change of
+content replaces the container), the TLS certificate and key when the stack has them, and the
+Redis password the response cache uses (a secret environment variable, never in the config).
+Routes come from the catalog, so a routed service needs no edit here.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pulumi
+import pulumi_docker as docker
+from pydantic import BaseModel, ConfigDict
+
+from components.container import ConfigFile, ContainerService, ContainerServiceArgs
+from components.gateway.render import (
+    CONF_PATH,
+    LUA_DIR,
+    REDIS_PASSWORD_ENV,
+    TLS_CERT_PATH,
+    TLS_KEY_PATH,
+    GatewayRender,
+    lua_files,
+    render_nginx_conf,
+    routes_from_catalog,
+)
+from components.spec import Catalog, InputStr
+
+
+class GatewayTls(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    certificate: str
+    private_key: InputStr
+
+
+class GatewayArgs(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    catalog: Catalog
+    prefix: str
+    network_name: InputStr
+    provider: docker.Provider
+    redis_password: InputStr
+    domain: str | None = None
+    tls: GatewayTls | None = None
+    public_https_port: int = 443
+    rate_limit_rps: int = 20
+    rate_limit_burst: int = 40
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+def gateway_render(args: GatewayArgs) -> GatewayRender:
+    """The nginx settings of the container, from the catalog and the stack's gateway config."""
+    spec = args.catalog.get("gateway")
+    https = next((p.container for p in spec.public_ports if p.container != spec.port), 8443)
+    return GatewayRender(
+        routes=routes_from_catalog(args.catalog),
+        redis_host="redis",
+        redis_port=args.catalog.get("redis").port,
+        http_port=spec.port,
+        https_port=https,
+        public_https_port=args.public_https_port,
+        metrics_port=spec.metrics_port or 9145,
+        domain=args.domain,
+        tls_cert_path=TLS_CERT_PATH if args.tls else None,
+        tls_key_path=TLS_KEY_PATH if args.tls else None,
+        rate_limit_rps=args.rate_limit_rps,
+        rate_limit_burst=args.rate_limit_burst,
+        # One worker per CPU the container may use; the limit is often below one CPU.
+        worker_processes=max(1, int(spec.limits.cpus)),
+    )
+
+
+class Gateway(pulumi.ComponentResource):
+    """Owns the gateway container, its config files and its TLS material."""
+
+    url: pulumi.Output[str]
+    routes: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, args: GatewayArgs, *, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("coderz:edge:Gateway", name, None, opts)
+        spec = args.catalog.get("gateway")
+        render = gateway_render(args)
+        files = [ConfigFile(path=CONF_PATH, content=render_nginx_conf(render))]
+        files += [ConfigFile(path=f"{LUA_DIR}/{file}", content=text) for file, text in sorted(lua_files().items())]
+        if args.tls:
+            files += [
+                ConfigFile(path=TLS_CERT_PATH, content=args.tls.certificate),
+                ConfigFile(path=TLS_KEY_PATH, content=pulumi.Output.secret(args.tls.private_key)),
+            ]
+        self.service = ContainerService(
+            name,
+            ContainerServiceArgs(
+                spec=spec,
+                prefix=args.prefix,
+                network_name=args.network_name,
+                provider=args.provider,
+                envs=[pulumi.Output.secret(pulumi.Output.concat(f"{REDIS_PASSWORD_ENV}=", args.redis_password))],
+                files=files,
+                depends_on=args.depends_on,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        scheme, port = ("https", args.public_https_port) if args.tls else ("http", spec.public_ports[0].host)
+        host = args.domain or "localhost"
+        default_port = {"http": 80, "https": 443}[scheme]
+        self.url = pulumi.Output.from_input(f"{scheme}://{host}" + ("" if port == default_port else f":{port}"))
+        self.routes = pulumi.Output.from_input([r.path_prefix for r in render.routes])
+        self.register_outputs({"url": self.url, "routes": self.routes})
