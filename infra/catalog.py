@@ -109,6 +109,11 @@ def declare_services(config: StackConfig) -> Catalog:
             depends_on=("redis",),
         ),
     ]
+    # The tiers below live in their own modules; they import this one's helpers.
+    from infra.services_logging import logging_services
+    from infra.services_monitoring import monitoring_services
+
+    services += monitoring_services(config) + logging_services(config)
     return Catalog(services=tuple(services))
 
 

@@ -15,6 +15,7 @@ from components.redis import Redis, RedisArgs
 from components.spec import Catalog
 from infra.catalog import PYAPI_SOURCE, declare_services
 from infra.config import Stack
+from infra.services_logging import GATEWAY_INDEX_PATTERN
 
 API_FLAVOURS = {"dotnet-api": "dotnet", "python-api": "python"}
 
@@ -126,6 +127,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
                 loki_url=logging.loki_url or "http://loki:3100",
                 elasticsearch_enabled=logging.elasticsearch_enabled,
                 elasticsearch_url=logging.elasticsearch_url or "http://elasticsearch:9200",
+                elasticsearch_index=GATEWAY_INDEX_PATTERN,
                 depends_on=[postgres, redis],
                 **shared,
             ),

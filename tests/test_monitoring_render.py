@@ -36,7 +36,10 @@ def stack_config(environment: str = "prod", **monitoring) -> StackConfig:
 
 
 def full_catalog(config: StackConfig) -> Catalog:
-    return Catalog(services=declare_services(config).services + tuple(monitoring_services(config)))
+    """The stack's catalog: declare_services includes the monitoring tier when it is on."""
+    catalog = declare_services(config)
+    assert all(s.name in catalog for s in monitoring_services(config))
+    return catalog
 
 
 @pytest.fixture(scope="module")
