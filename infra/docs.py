@@ -35,7 +35,8 @@ def port_table(catalogs: dict[str, Catalog]) -> str:
     header = "| service | what | container port | " + " | ".join(f"host port ({s})" for s in stacks) + " |"
     lines = [header, "|" + "---|" * (3 + len(stacks))]
     for name in names:
-        spec = next(c.get(name) for c in catalogs.values() if name in c)
+        # Descriptions may carry stack figures (retention): the last stack's (prod's) are shown.
+        spec = next(c.get(name) for c in reversed(catalogs.values()) if name in c)
         cells = []
         for stack in stacks:
             catalog = catalogs[stack]
