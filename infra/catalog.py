@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from components.spec import Catalog, HealthCheck, Metrics, PublicPort, Route, ServiceSpec
+from components.spec import Catalog, HealthCheck, Limits, Metrics, PublicPort, Route, ServiceSpec
 from infra.config import PROJECT, StackConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,8 @@ def loopback_port(config: StackConfig, service: str) -> int | None:
 
 
 def declare_services(config: StackConfig) -> Catalog:
-    """The stack's services in start order: data first, then the APIs, the gateway last."""
+    """The stack's services in start order: data first, then the APIs, the gateway, then the
+    monitoring and logging tiers the stack turns on. Every limit here is a default."""
     apis = config.apis
     services = [
         ServiceSpec(
@@ -54,7 +55,7 @@ def declare_services(config: StackConfig) -> Catalog:
             tier="data",
             description="PostgreSQL, one database per API",
             health=HealthCheck(test=("CMD-SHELL", 'pg_isready -U "$POSTGRES_USER" -d postgres')),
-            limits=config.postgres.limits,
+            limits=Limits(memory_mb=512, cpus=1.0),
             host_port=loopback_port(config, "postgres"),
         ),
         ServiceSpec(
@@ -66,7 +67,7 @@ def declare_services(config: StackConfig) -> Catalog:
             health=HealthCheck(
                 test=("CMD-SHELL", 'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning ping | grep -q PONG')
             ),
-            limits=config.redis.limits,
+            limits=Limits(memory_mb=128, cpus=0.25),
         ),
         ServiceSpec(
             name="dotnet-api",
@@ -75,7 +76,7 @@ def declare_services(config: StackConfig) -> Catalog:
             tier="app",
             description=".NET API",
             health=http_check(8080, "/healthz"),
-            limits=apis.dotnet.limits,
+            limits=Limits(memory_mb=256, cpus=0.5),
             replicas=apis.dotnet.replicas,
             metrics=Metrics(),
             route=Route(path_prefix="/api/dotnet/", cache_ttl_s=apis.dotnet.cache_ttl_s),
@@ -90,7 +91,7 @@ def declare_services(config: StackConfig) -> Catalog:
             health=HealthCheck(
                 test=("CMD", "python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/health', timeout=3)")
             ),
-            limits=apis.python.limits,
+            limits=Limits(memory_mb=256, cpus=0.5),
             replicas=apis.python.replicas,
             metrics=Metrics(),
             route=Route(path_prefix="/api/python/", cache_ttl_s=apis.python.cache_ttl_s),
@@ -103,7 +104,7 @@ def declare_services(config: StackConfig) -> Catalog:
             tier="edge",
             description="nginx (OpenResty) gateway with the Redis response cache",
             health=http_check(GATEWAY_HTTP, "/health"),
-            limits=config.gateway.limits,
+            limits=Limits(memory_mb=128, cpus=0.5),
             metrics=Metrics(path="/metrics", port=9145),
             public_ports=gateway_ports(config),
             depends_on=("redis",),
@@ -114,6 +115,10 @@ def declare_services(config: StackConfig) -> Catalog:
     from infra.services_monitoring import monitoring_services
 
     services += monitoring_services(config) + logging_services(config)
+    # The limits above are defaults; a stack overrides them by service name (`coderz:limits`).
+    services = [
+        s.model_copy(update={"limits": config.limits[s.name]}) if s.name in config.limits else s for s in services
+    ]
     return Catalog(services=tuple(services))
 
 

@@ -65,7 +65,6 @@ class GatewayConfig(Frozen):
     domain: str | None = None
     rate_limit_rps: int = Field(default=20, ge=1)
     rate_limit_burst: int = Field(default=40, ge=0)
-    limits: Limits = Limits(memory_mb=128, cpus=0.5)
     tls: TlsConfig | None = None
 
 
@@ -73,7 +72,6 @@ class ApiConfig(Frozen):
     image: PinnedImage | None = None
     replicas: int = Field(default=1, ge=1, le=1000)
     cache_ttl_s: int = Field(default=30, ge=0, le=86_400)
-    limits: Limits = Limits(memory_mb=256, cpus=0.5)
 
 
 class ApisConfig(Frozen):
@@ -84,12 +82,10 @@ class ApisConfig(Frozen):
 class PostgresConfig(Frozen):
     image: PinnedImage = "postgres:16.4-alpine"
     max_connections: int = Field(default=100, ge=10, le=10_000)
-    limits: Limits = Limits(memory_mb=512, cpus=1.0)
 
 
 class RedisConfig(Frozen):
     image: PinnedImage = "redis:7.2.5-alpine"
-    limits: Limits = Limits(memory_mb=128, cpus=0.25)
 
 
 class SmtpConfig(Frozen):
@@ -159,6 +155,8 @@ class StackConfig(Frozen):
     monitoring: MonitoringConfig = MonitoringConfig()
     logging: LoggingConfig = LoggingConfig()
     smtp: SmtpConfig | None = None
+    # Per-service overrides of the limits declared in the catalog, by service name.
+    limits: dict[str, Limits] = {}
 
     @property
     def keeps_data(self) -> bool:
@@ -248,15 +246,20 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
 
 def load(raw: Mapping[str, Any], stack: str) -> Stack:
     """Parse and check a stack: the config, the service catalog's port plan, the secrets."""
-    from infra.catalog import check_ports  # catalog depends on this module's models
-
-    from infra.catalog import declare_services
+    from infra.catalog import check_ports, declare_services  # the catalog imports this module
 
     config, secret_values = parse(raw, stack)
     try:
-        declare_services(config)
+        catalog = declare_services(config)
     except ValidationError as exc:
         raise _error(stack, PROJECT, f"the services it declares are inconsistent: {exc.errors()[0]['msg']}") from None
+    for service, limits in config.limits.items():
+        if service not in catalog:
+            known = ", ".join(s.name for s in catalog.services)
+            raise _error(stack, f"{PROJECT}:limits.{service}", f"no such service in this stack (one of: {known})")
+    if "elasticsearch" in catalog and catalog.get("elasticsearch").limits.memory_mb < config.logging.elk.heap_mb * 3 // 2:
+        raise _error(stack, f"{PROJECT}:limits.elasticsearch.memoryMb",
+                     f"must leave room above the {config.logging.elk.heap_mb} MB heap (at least 1.5x)")
     clash = check_ports(config)
     if clash:
         key, message = clash

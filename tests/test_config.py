@@ -150,3 +150,31 @@ def test_scalar_config_strings_are_typed_like_the_engine_hands_them():
     )
     assert config.protect_data is False
     assert declare_services(config).get("postgres").host_port == 5232
+
+
+def test_limits_override_the_declared_defaults_by_service_name():
+    stack = load(raw_config("prod"), "prod")
+    catalog = declare_services(stack.config)
+    assert catalog.get("postgres").limits.memory_mb == 4096
+    assert catalog.get("grafana").limits.memory_mb == 256  # declared default, not overridden
+
+
+def test_limits_for_an_unknown_service_are_named():
+    raw = raw_config(**{"coderz:limits": {"postgress": {"memoryMb": 512, "cpus": 1}}})
+    message = error_of(raw)
+    assert message.startswith("Pulumi.qa.yaml: coderz:limits.postgress: no such service in this stack")
+
+
+def test_limits_for_a_service_of_a_pipeline_that_is_off_are_named():
+    raw = raw_config(**{"coderz:limits": {"kibana": {"memoryMb": 512, "cpus": 1}}})  # qa runs no ELK
+    assert error_of(raw).startswith("Pulumi.qa.yaml: coderz:limits.kibana: no such service")
+
+
+def test_a_limit_out_of_range_is_named_with_the_service():
+    raw = raw_config(**{"coderz:limits": {"redis": {"memoryMb": 4, "cpus": 1}}})
+    assert error_of(raw).startswith("Pulumi.qa.yaml: coderz:limits.redis.memoryMb: Input should be greater than or equal to 16")
+
+
+def test_elasticsearch_memory_must_leave_room_above_its_heap():
+    raw = raw_config("prod", **{"coderz:limits": {"elasticsearch": {"memoryMb": 600, "cpus": 1}}})
+    assert error_of(raw, "prod").startswith("Pulumi.prod.yaml: coderz:limits.elasticsearch.memoryMb: must leave room")
