@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import stringprep
 import unicodedata
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import Field, field_validator
 
@@ -179,7 +179,6 @@ def _app_sql(app: AppDatabase) -> str:
         f"ALTER DATABASE {db} OWNER TO {role};",
         # PUBLIC has CONNECT and TEMPORARY on every new database; only the owner keeps them.
         f"REVOKE ALL ON DATABASE {db} FROM PUBLIC;",
-        f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role};",
         "",
     ])
 
