@@ -58,6 +58,7 @@ class ContainerServiceArgs(BaseModel):
     command: Sequence[str] | None = None
     user: str | None = None
     build_context: Path | None = None
+    shm_size_mb: int | None = None
     wait_healthy: bool = True
     depends_on: Sequence[pulumi.Resource] = ()
 
@@ -144,6 +145,7 @@ class ContainerService(pulumi.ComponentResource):
                     ),
                     restart="unless-stopped",
                     memory=spec.limits.memory_mb,
+                    shm_size=args.shm_size_mb,
                     cpus=f"{spec.limits.cpus:g}",
                     log_driver="json-file",
                     log_opts=LOG_OPTS,

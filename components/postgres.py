@@ -14,11 +14,14 @@ import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
 from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount, retained
-from components.postgres_init import AppDatabase, postgres_command, render_init_sql
+from components.postgres_init import AppDatabase, MonitorRole, postgres_command, render_init_sql
 from components.secrets import generated_password
 from components.spec import InputStr, ServiceSpec
 
 DATA_DIR = "/var/lib/postgresql/data"
+MONITOR_ROLE = "metrics"
+# Docker's default /dev/shm (64 MB) is too small for parallel queries and large sorts.
+SHM_SIZE_MB = 256
 
 
 def database_name(service: str) -> str:
@@ -36,6 +39,8 @@ class PostgresArgs(BaseModel):
     clients: Sequence[str]
     max_connections: int
     keep_data: bool
+    # A pg_monitor login role for the metrics exporter (`monitor_dsn`), when monitoring is on.
+    monitor_role: bool = False
 
 
 class Postgres(pulumi.ComponentResource):
@@ -61,14 +66,17 @@ class Postgres(pulumi.ComponentResource):
             name=f"{args.prefix}-{spec.name}-data",
             opts=retained(args.keep_data, self, args.provider),
         )
-        init_sql = pulumi.Output.all(*client_passwords.values()).apply(
-            lambda secrets: render_init_sql(
-                [
-                    AppDatabase(name=database_name(c), owner=database_name(c), password=s)
-                    for c, s in zip(client_passwords, secrets)
-                ]
-            )
-        )
+        monitor_password = generated_password(f"{name}-{MONITOR_ROLE}-password", parent=self) if args.monitor_role else None
+
+        def init_sql(secrets: list[str]) -> str:
+            apps = [
+                AppDatabase(name=database_name(c), owner=database_name(c), password=s)
+                for c, s in zip(client_passwords, secrets)
+            ]
+            monitors = [MonitorRole(name=MONITOR_ROLE, password=secrets[-1])] if args.monitor_role else []
+            return render_init_sql(apps, monitors)
+
+        passwords = [*client_passwords.values(), *([monitor_password] if monitor_password is not None else [])]
         self.service = ContainerService(
             name,
             ContainerServiceArgs(
@@ -82,9 +90,15 @@ class Postgres(pulumi.ComponentResource):
                     f"PGDATA={DATA_DIR}/pgdata",
                     pulumi.Output.concat("POSTGRES_PASSWORD=", admin_password),
                 ],
-                files=[ConfigFile(path="/docker-entrypoint-initdb.d/10-apps.sql", content=pulumi.Output.secret(init_sql))],
+                files=[
+                    ConfigFile(
+                        path="/docker-entrypoint-initdb.d/10-apps.sql",
+                        content=pulumi.Output.secret(pulumi.Output.all(*passwords).apply(init_sql)),
+                    )
+                ],
                 volumes=[VolumeMount(container_path=DATA_DIR, volume_name=volume.name)],
                 command=postgres_command(spec.limits.memory_mb, args.max_connections),
+                shm_size_mb=SHM_SIZE_MB,
             ),
             opts=child,
         )
@@ -103,6 +117,16 @@ class Postgres(pulumi.ComponentResource):
             for client, secret in client_passwords.items()
         }
         self.passwords = client_passwords
+        self.monitor_dsn = (
+            pulumi.Output.secret(
+                pulumi.Output.format(
+                    "postgresql://{0}:{1}@{2}:{3}/postgres?sslmode=disable", MONITOR_ROLE, monitor_password, spec.name, spec.port
+                )
+            )
+            if monitor_password is not None
+            else None
+        )
         self.register_outputs(
-            {"host": self.host, "port": self.port, "admin_dsn": self.admin_dsn, "database_urls": self.database_urls}
+            {"host": self.host, "port": self.port, "admin_dsn": self.admin_dsn, "monitor_dsn": self.monitor_dsn,
+             "database_urls": self.database_urls}
         )

@@ -78,6 +78,16 @@ class AppDatabase(Frozen):
         return password
 
 
+class MonitorRole(Frozen):
+    """A login role for the metrics exporter: member of pg_monitor, owner of nothing."""
+
+    name: str
+    password: str = Field(min_length=1, repr=False)
+
+    _role_name = field_validator("name")(AppDatabase._role_name.__func__)
+    _password = field_validator("password")(AppDatabase._password.__func__)
+
+
 # --- quoting ---------------------------------------------------------------------------------
 
 
@@ -158,18 +168,7 @@ def scram_verifier(role: str, password: str, iterations: int = SCRAM_ITERATIONS)
 def _app_sql(app: AppDatabase) -> str:
     role, db = quote_ident(app.owner), quote_ident(app.name)
     role_lit, db_lit = quote_literal(app.owner), quote_literal(app.name)
-    verifier = quote_literal(scram_verifier(app.owner, app.password))
-    role_block = _dollar_quote(
-        "BEGIN\n"
-        f"  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {role_lit}) THEN\n"
-        f"    CREATE ROLE {role};\n"
-        f"  ELSIF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = {role_lit}) THEN\n"
-        f"    RAISE EXCEPTION 'role % is a superuser; an app database needs its own role', {role_lit};\n"
-        "  END IF;\n"
-        f"  ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS\n"
-        f"    PASSWORD {verifier};\n"
-        "END"
-    )
+    role_block = _login_role_block(app.owner, app.password, "an app database needs its own role")
     return "\n".join([
         f"-- app database {app.name!r}, owned by role {app.owner!r}",
         f"DO {role_block};",
@@ -183,8 +182,35 @@ def _app_sql(app: AppDatabase) -> str:
     ])
 
 
-def render_init_sql(databases: Sequence[AppDatabase]) -> str:
-    """The psql script that creates (or brings up to date) every app's role and database."""
+def _login_role_block(name: str, password: str, purpose: str) -> str:
+    """DO block: create the role if missing, refuse a superuser, set LOGIN and the verifier."""
+    role, role_lit = quote_ident(name), quote_literal(name)
+    verifier = quote_literal(scram_verifier(name, password))
+    return _dollar_quote(
+        "BEGIN\n"
+        f"  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {role_lit}) THEN\n"
+        f"    CREATE ROLE {role};\n"
+        f"  ELSIF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = {role_lit}) THEN\n"
+        f"    RAISE EXCEPTION 'role % is a superuser; {purpose}', {role_lit};\n"
+        "  END IF;\n"
+        f"  ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS\n"
+        f"    PASSWORD {verifier};\n"
+        "END"
+    )
+
+
+def _monitor_sql(monitor: MonitorRole) -> str:
+    return "\n".join([
+        f"-- metrics role {monitor.name!r}: reads statistics (pg_monitor), owns nothing",
+        f"DO {_login_role_block(monitor.name, monitor.password, 'the exporter needs its own role')};",
+        f"GRANT pg_monitor TO {quote_ident(monitor.name)};",
+        "",
+    ])
+
+
+def render_init_sql(databases: Sequence[AppDatabase], monitors: Sequence[MonitorRole] = ()) -> str:
+    """The psql script that creates (or brings up to date) every app's role and database, and
+    the exporters' monitoring roles."""
     names = [d.name for d in databases]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -199,7 +225,11 @@ def render_init_sql(databases: Sequence[AppDatabase]) -> str:
         "\\set ON_ERROR_STOP on",
         "",
     ]
-    return "\n".join(header) + "\n".join(_app_sql(app) for app in databases)
+    clashes = sorted({m.name for m in monitors} & set(passwords))
+    if clashes:
+        raise ValueError(f"roles both app owner and monitor: {', '.join(clashes)}")
+    body = [_app_sql(app) for app in databases] + [_monitor_sql(m) for m in monitors]
+    return "\n".join(header) + "\n".join(body)
 
 
 # --- server settings -------------------------------------------------------------------------

@@ -47,6 +47,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             clients=postgres_clients(catalog),
             max_connections=config.postgres.max_connections,
             keep_data=config.keeps_data,
+            monitor_role=config.monitoring.enabled,
             **shared,
         ),
     )
@@ -118,7 +119,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
                 catalog=catalog,
                 config=config.monitoring,
                 keeps_data=config.keeps_data,
-                postgres_dsn=postgres.admin_dsn,
+                postgres_dsn=postgres.monitor_dsn,
                 redis_password=redis.password,
                 smtp=config.smtp,
                 smtp_password=stack.secrets.smtp_password,

@@ -15,6 +15,7 @@ import pytest
 
 from components.postgres_init import (
     AppDatabase,
+    MonitorRole,
     postgres_command,
     postgres_settings,
     quote_ident,
@@ -160,6 +161,27 @@ def test_init_script_runs_twice_and_isolates_apps(server, tmp_path):
                 (app.owner, app.name),
             ).fetchone()
             assert row == (False, False, False, False, True, app.owner, False)
+
+
+def test_monitor_role_reads_statistics_and_reaches_no_app_database(server, tmp_path):
+    psycopg = require_module("psycopg")
+    monitor = MonitorRole(name="metrics_reader", password=NASTY)
+    sql = render_init_sql([ALPHA], [monitor])
+    for run in (1, 2):
+        result = psql(server, sql, tmp_path)
+        assert result.returncode == 0, f"run {run}: {result.stderr}"
+    with connect(server, monitor.name, monitor.password, "postgres") as conn:
+        # what postgres-exporter reads: every database's backends and the connection limit
+        names = {row[0] for row in conn.execute("SELECT datname FROM pg_stat_database WHERE datname IS NOT NULL")}
+        assert ALPHA.name in names
+        assert int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'max_connections'").fetchone()[0]) > 0
+        assert conn.execute("SELECT pg_has_role(current_user, 'pg_monitor', 'MEMBER')").fetchone() == (True,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE ROLE sneaky")
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        connect(server, monitor.name, monitor.password, ALPHA.name)
+    with pytest.raises(ValueError, match="both app owner and monitor"):
+        render_init_sql([ALPHA], [MonitorRole(name=ALPHA.owner, password="x")])
 
 
 def test_rerun_updates_the_password_and_keeps_the_data(server, tmp_path):
