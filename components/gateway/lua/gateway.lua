@@ -16,20 +16,8 @@ local balancer = require "ngx.balancer"
 local cache = require "gateway_cache"
 local metrics = require "gateway_metrics"
 
-local function require_any(...)
-    -- OpenResty ships resty.*; Debian packages the same libraries as nginx.*
-    local failures = {}
-    for _, name in ipairs({ ... }) do
-        local ok, mod = pcall(require, name)
-        if ok then
-            return mod
-        end
-        failures[#failures + 1] = mod
-    end
-    error(table.concat(failures, "\n"))
-end
 
-local dns = require_any("resty.dns.resolver", "nginx.dns.resolver")
+local dns = cache.require_any("resty.dns.resolver", "nginx.dns.resolver")
 
 local ngx = ngx
 local dns_dict = ngx.shared.gw_dns

@@ -12,6 +12,8 @@
 -- The password comes from the environment (GATEWAY_REDIS_PASSWORD, a container secret),
 -- never from nginx.conf.
 
+-- The first of several module names that loads: OpenResty ships resty.*, Debian packages
+-- the same libraries as nginx.*.
 local function require_any(...)
     local failures = {}
     for _, name in ipairs({ ... }) do
@@ -30,6 +32,7 @@ local ngx = ngx
 local state = ngx.shared.gw_state
 
 local M = {}
+M.require_any = require_any
 local conf = {}
 local password
 local FORMAT = "gw1\n" -- stored value: FORMAT .. content type .. "\n" .. body
