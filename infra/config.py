@@ -51,7 +51,7 @@ class PortsConfig(Frozen):
     the deployment reference); http/https are the gateway's public ports."""
 
     base: int = Field(ge=1024, le=65_000)
-    http: int = Field(default=80, ge=1, le=65535)
+    http: int = Field(default=8088, ge=1, le=65535)
     https: int | None = Field(default=None, ge=1, le=65535)
 
 
@@ -142,11 +142,12 @@ class LoggingConfig(Frozen):
 
 
 class StackConfig(Frozen):
-    """Everything a stack file may say, under the `coderz:` namespace."""
+    """Everything a stack file may say, under the `coderz:` namespace. The defaults are the
+    `dev` stack's: the local Docker engine, loopback ports from 5200, the gateway on 8088."""
 
-    environment: Environment
-    target: TargetConfig
-    ports: PortsConfig
+    environment: Environment = "dev"
+    target: TargetConfig = TargetConfig(kind="local")
+    ports: PortsConfig = PortsConfig(base=5200)
     protect_data: bool | None = None
     gateway: GatewayConfig = GatewayConfig()
     apis: ApisConfig = ApisConfig()

@@ -95,10 +95,20 @@ def test_environment_must_match_the_stack_it_is_in():
     assert error_of(raw) == "Pulumi.qa.yaml: coderz:environment: says 'prod' in stack 'qa'"
 
 
-def test_missing_required_section_is_named():
+def test_missing_required_key_is_named():
+    raw = raw_config(**{"coderz:target": {"host": "qa.coderz.example"}})
+    assert error_of(raw) == "Pulumi.qa.yaml: coderz:target.kind: required key is missing"
+
+
+def test_an_empty_stack_file_is_the_dev_stack():
+    config = load({}, "dev").config
+    assert (config.environment, config.target.kind, config.ports.base, config.ports.http) == ("dev", "local", 5200, 8088)
+
+
+def test_a_qa_stack_file_without_environment_is_refused():
     raw = raw_config()
-    del raw["coderz:ports"]
-    assert error_of(raw) == "Pulumi.qa.yaml: coderz:ports: required key is missing"
+    del raw["coderz:environment"]
+    assert error_of(raw) == "Pulumi.qa.yaml: coderz:environment: says 'dev' in stack 'qa'"
 
 
 def test_tls_without_key_is_named():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+import pulumi
+
 import pytest
 
 from tests.mocks import deploy_stack, generated_secrets, plaintext_leaks
@@ -149,3 +151,52 @@ def test_each_api_gets_its_own_database_role_and_url():
     env = "\n".join(python_api.plain["envs"])
     assert "DATABASE_URL=postgresql://python_api:" in env and "@postgres:5432/python_api" in env
     assert "REDIS_URL=redis://:" in env
+
+
+def test_every_export_that_carries_a_secret_is_itself_secret():
+    from infra.config import load_current
+    from infra.platform import build
+    from tests.mocks import install_mocks, secrets_for, stack_file_config
+
+    raw, secret_keys = stack_file_config("prod", secrets=secrets_for("prod"))
+    monitor = install_mocks("prod", raw, secret_keys)
+    checked = {}
+
+    @pulumi.runtime.test
+    def exports():
+        outputs = build(load_current())
+
+        def check(pairs):
+            secrets = generated_secrets(monitor)
+            for name, (value, secret) in zip(outputs, pairs):
+                checked[name] = secret
+                if any(s in repr(value) for s in secrets):
+                    assert secret, f"export {name} carries a secret in plain text"
+        return pulumi.Output.all(*[
+            pulumi.Output.all(pulumi.Output.from_input(v), pulumi.Output.from_input(v).is_secret()) for v in outputs.values()
+        ]).apply(check)
+
+    exports()
+    assert checked["postgres_admin_dsn"] and checked["redis_url"] and checked["grafana_admin_password"]
+    assert not checked["gateway_url"]
+
+
+@pytest.mark.parametrize("loki,elk", [(False, False), (True, False), (False, True), (True, True)])
+def test_turning_a_log_pipeline_off_leaves_no_container_target_or_datasource(loki, elk):
+    monitor, _ = deploy_stack("prod", **{"coderz:logging": {"loki": {"enabled": loki}, "elk": {"enabled": elk}}})
+    names = {c.plain["name"].removeprefix("coderz-prod-") for c in monitor.of_type("docker:index/container:Container")}
+    loki_services, elk_services = {"loki", "promtail"}, {"elasticsearch", "logstash", "kibana", "filebeat"}
+    assert names & loki_services == (loki_services if loki else set())
+    assert names & elk_services == (elk_services if elk else set())
+
+    def uploaded(container: str, path_end: str) -> str:
+        (c,) = [c for c in monitor.of_type("docker:index/container:Container") if c.plain["name"] == f"coderz-prod-{container}"]
+        (text,) = [u["content"] for u in c.plain["uploads"] if u["file"].endswith(path_end)]
+        return text
+
+    prometheus = uploaded("prometheus", "prometheus.yml")
+    assert ("job_name: loki" in prometheus) is loki and ("job_name: promtail" in prometheus) is loki
+    datasources = uploaded("grafana", "datasources/coderz.yml")
+    assert ("uid: loki" in datasources) is loki and ("uid: elasticsearch" in datasources) is elk
+    volumes = {v.plain["name"] for v in monitor.of_type("docker:index/volume:Volume")}
+    assert ("coderz-prod-loki-data" in volumes) is loki and ("coderz-prod-elasticsearch-data" in volumes) is elk
