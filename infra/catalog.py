@@ -38,6 +38,16 @@ def http_check(port: int, path: str) -> HealthCheck:
     return HealthCheck(test=("CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"))
 
 
+def bash_http_check(port: int, path: str) -> HealthCheck:
+    """For images with bash but neither wget nor curl (Promtail; the Debian-based ASP.NET
+    images): an HTTP/1.0 request over bash's /dev/tcp, healthy on a 200 status line."""
+    probe = (
+        f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
+        f"printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"
+    )
+    return HealthCheck(test=("CMD", "bash", "-c", probe))
+
+
 def loopback_port(config: StackConfig, service: str) -> int | None:
     offset = LOOPBACK_OFFSETS.get(service)
     return None if offset is None else config.ports.base + offset
@@ -75,7 +85,8 @@ def declare_services(config: StackConfig) -> Catalog:
             port=8080,
             tier="app",
             description=".NET API",
-            health=http_check(8080, "/healthz"),
+            # Microsoft's ASP.NET images carry neither wget nor curl.
+            health=bash_http_check(8080, "/healthz"),
             limits=Limits(memory_mb=256, cpus=0.5),
             replicas=apis.dotnet.replicas,
             metrics=Metrics(),

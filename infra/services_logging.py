@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from components.logging.component import ELK_SERVICES, LOKI_SERVICES
 from components.spec import HealthCheck, Limits, Metrics, ServiceSpec
-from infra.catalog import http_check, loopback_port
+from infra.catalog import bash_http_check, http_check, loopback_port
 from infra.config import LoggingConfig, StackConfig
 
 LOKI_IMAGE = "grafana/loki:3.1.1"  # alpine based: busybox wget for the health check
@@ -54,15 +54,6 @@ def _curl_check(url: str, *, grep: str | None = None, **timing: int) -> HealthCh
     return HealthCheck(test=("CMD-SHELL", probe), **timing)
 
 
-def _bash_http_check(port: int, path: str) -> HealthCheck:
-    # Promtail's image has neither wget nor curl (grafana/loki#15101): bash's /dev/tcp it is.
-    probe = (
-        f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
-        f"printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"
-    )
-    return HealthCheck(test=("CMD", "bash", "-c", probe))
-
-
 def logging_services(config: StackConfig) -> list[ServiceSpec]:
     """The logging services of the enabled pipelines, in start order."""
     logging = config.logging
@@ -85,7 +76,7 @@ def logging_services(config: StackConfig) -> list[ServiceSpec]:
                 port=PROMTAIL_PORT,
                 tier="logging",
                 description="Promtail: this stack's container logs to Loki",
-                health=_bash_http_check(PROMTAIL_PORT, "/ready"),
+                health=bash_http_check(PROMTAIL_PORT, "/ready"),
                 limits=Limits(memory_mb=128, cpus=0.25),
                 metrics=Metrics(),
                 depends_on=("loki",),
