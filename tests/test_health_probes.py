@@ -40,7 +40,7 @@ from components.monitoring import render as monitoring_render
 from components.spec import Catalog, ServiceSpec
 from infra import services_logging
 from infra.catalog import declare_services
-from infra.config import PROJECT, SECRET_KEYS, load, stack_file_values
+from infra.config import STACKS, stack_file_config
 from tests.servers import (
     free_port,
     http,
@@ -53,7 +53,6 @@ from tests.servers import (
 
 REPO = Path(__file__).resolve().parent.parent
 PYAPI = REPO / "apps" / "pyapi" / "app.py"
-STACKS = ("dev", "qa", "prod")
 REDIS_PASSWORD = "probe-test-redis-pw"
 
 
@@ -147,8 +146,7 @@ KNOWN_WRONG: dict[tuple[str, str], str] = {}
 
 
 def stack_catalogs() -> dict[str, Catalog]:
-    placeholders = {f"{PROJECT}:{key}": "placeholder" for key in SECRET_KEYS}
-    return {name: declare_services(load({**stack_file_values(name), **placeholders}, name).config) for name in STACKS}
+    return {name: declare_services(stack_file_config(name)) for name in STACKS}
 
 
 CATALOGS = stack_catalogs()
