@@ -9,10 +9,8 @@ import pulumi
 import pytest
 
 from infra.catalog import declare_services
-from infra.config import ConfigError, load, load_current, parse
+from infra.config import STACKS, ConfigError, load, load_current, parse
 from tests.mocks import TEST_SECRETS, install_mocks, secrets_for, stack_file_config
-
-STACKS = ("dev", "qa", "prod")
 
 
 def raw_config(stack: str = "qa", **overrides) -> dict:

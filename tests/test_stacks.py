@@ -5,12 +5,10 @@ from __future__ import annotations
 import functools
 
 import pulumi
-
 import pytest
 
+from infra.config import STACKS
 from tests.mocks import deploy_stack, generated_secrets, plaintext_leaks
-
-STACKS = ("dev", "qa", "prod")
 
 
 @functools.cache
