@@ -117,7 +117,7 @@ def install_mocks(stack: str = "test", config: Mapping[str, Any] | None = None,
     return monitor
 
 
-def stack_file_config(stack: str, *, secrets: Mapping[str, str] | None = None,
+def engine_config(stack: str, *, secrets: Mapping[str, str] | None = None,
                       overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The raw config the engine would hand the program for `Pulumi.<stack>.yaml`: structured
     values JSON-encoded, the operator's secrets added. Returns (config, secret keys)."""
@@ -149,7 +149,7 @@ def deploy_stack(stack: str, **overrides: Any) -> tuple[RecordingMonitor, dict[s
     from infra.config import load_current
     from infra.platform import build
 
-    raw, secret_keys = stack_file_config(stack, secrets=secrets_for(stack), overrides=overrides)
+    raw, secret_keys = engine_config(stack, secrets=secrets_for(stack), overrides=overrides)
     monitor = install_mocks(stack, raw, secret_keys)
     resolved: dict[str, Any] = {}
 

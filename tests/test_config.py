@@ -10,11 +10,11 @@ import pytest
 
 from infra.catalog import declare_services
 from infra.config import STACKS, ConfigError, load, load_current, parse
-from tests.mocks import TEST_SECRETS, install_mocks, secrets_for, stack_file_config
+from tests.mocks import TEST_SECRETS, install_mocks, secrets_for, engine_config
 
 
 def raw_config(stack: str = "qa", **overrides) -> dict:
-    raw, _ = stack_file_config(stack, secrets=secrets_for(stack), overrides=overrides)
+    raw, _ = engine_config(stack, secrets=secrets_for(stack), overrides=overrides)
     return raw
 
 
