@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict
 from components.spec import InputStr, ServiceSpec
 
 # Fields the Docker daemon fills in by itself and reports back as drift
-# (kreuzwerker/terraform-provider-docker#473, pulumi/pulumi-docker#1272).
-DAEMON_FILLED_FIELDS = ["networkMode", "logDriver", "logOpts", "hostname", "domainname"]
+# (kreuzwerker/terraform-provider-docker#473, pulumi/pulumi-docker#1272). Log driver and
+# options are set explicitly below, so daemon.json defaults cannot drift them.
+DAEMON_FILLED_FIELDS = ["networkMode", "domainname"]
 LOG_OPTS = {"max-size": "10m", "max-file": "3"}
 
 
