@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 import pulumi
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from components.spec import Frozen, Limits, PinnedImage
+from components.yamltext import load_yaml
 
 PROJECT = "coderz"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -279,7 +279,7 @@ def load(raw: Mapping[str, Any], stack: str) -> Stack:
 def stack_file_values(stack: str, root: Path = REPO_ROOT) -> dict[str, Any]:
     """The raw config of `Pulumi.<stack>.yaml` as the engine hands it over (structured values as
     JSON text, scalars as text). Secrets are not in stack files of this repo."""
-    document = yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text()) or {}
+    document = load_yaml((root / f"Pulumi.{stack}.yaml").read_text()) or {}
     return {
         key: value if isinstance(value, str) else json.dumps(value)
         for key, value in (document.get("config") or {}).items()

@@ -24,7 +24,8 @@ from importlib import resources
 from typing import Literal
 
 import jinja2
-import yaml
+
+from components.yamltext import dump_yaml
 
 LOKI_DATA_DIR = "/loki"
 ILM_POLICY_NAME = "gateway-retention"
@@ -71,7 +72,7 @@ _LOGSTASH_CONVERT = {"integer": "integer", "long": "integer", "float": "float"}
 
 
 def _yaml(data: dict) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    return dump_yaml(data)
 
 
 @cache

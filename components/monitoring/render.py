@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
 from pydantic import Field
 
 from components.spec import Catalog, Frozen
+from components.yamltext import dump_yaml
 from infra.config import AlertThresholds, SmtpConfig
 
 CONFIG_DIR = "/etc/prometheus"
@@ -46,16 +46,8 @@ class BackupCheck(Frozen):
     max_age_hours: int = Field(default=26, ge=1, le=24 * 31)
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style for multi-line strings (PromQL), so rules.yml reads like hand-written YAML."""
-
-
-_Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
-
-
 def _yaml(document: Mapping[str, Any]) -> str:
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096)
+    return dump_yaml(document)
 
 
 def prometheus_flags(*, retention_days: int, config_dir: str = CONFIG_DIR, data_dir: str = PROMETHEUS_DATA) -> list[str]:
