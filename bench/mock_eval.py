@@ -6,6 +6,8 @@ Each figure is the median over fresh processes (`RUNS`):
   building the full prod stack under mocks until every resource is registered;
 - the ratio evaluation / bare import (target <= 1.5), and the same with interpreter start-up
   and the import counted in the evaluation (whole process / bare-import process);
+- the SDK floor: registering as many bare containers as the stack has resources, under the
+  same mocks, which no program of that size can beat;
 - the prod stack at 1, 10 and 100 replicas per API: the evaluation time added per replica
   should stay flat for linear growth.
 
@@ -29,7 +31,22 @@ started = time.perf_counter()
 import pulumi, pulumi_docker, pulumi_command, pulumi_random, pulumi_kubernetes
 imported = time.perf_counter()
 resources = 0
-if sys.argv[1] != "import-only":
+if sys.argv[1].startswith("floor:"):
+    # The SDK's own cost: as many bare containers as the stack has resources, same mocks.
+    from tests.mocks import install_mocks
+    install_mocks("floor")
+    count = int(sys.argv[1].split(":")[1])
+
+    @pulumi.runtime.test
+    def floor():
+        for i in range(count):
+            pulumi_docker.Container(f"c{i}", name=f"c{i}", image="sha256:0", envs=["A=b"], memory=64,
+                                    healthcheck=pulumi_docker.ContainerHealthcheckArgs(tests=["CMD", "true"]))
+        return pulumi.Output.from_input(count)
+
+    floor()
+    resources = count
+elif sys.argv[1] != "import-only":
     from tests.mocks import deploy_stack
     replicas = int(sys.argv[1])
     overrides = {"coderz:apis": {"dotnet": {"replicas": replicas}, "python": {"replicas": replicas}}}
@@ -58,6 +75,9 @@ def main() -> None:
     print(f"prod under mocks, our import + build  : {prod['evaluate'] * 1000:7.0f} ms  ({prod['resources']:.0f} resources)")
     print(f"ratio evaluation / bare import        : {prod['evaluate'] / bare['import']:7.2f}  (target <= 1.5)")
     print(f"ratio whole process / bare process    : {prod['process'] / bare['process']:7.2f}")
+    floor = probe(f"floor:{prod['resources']:.0f}")
+    print(f"SDK floor: {floor['resources']:.0f} bare containers       : {floor['evaluate'] * 1000:7.0f} ms  "
+          f"(ours is {prod['evaluate'] / floor['evaluate']:.2f}x the registration cost alone)")
     series = {n: probe(str(n)) for n in (1, 10, 100)}
     for n, figures in series.items():
         print(f"prod at {n:3d} replica(s) per API        : {figures['evaluate'] * 1000:7.0f} ms  ({figures['resources']:.0f} resources)")
