@@ -9,16 +9,31 @@ and the private key file that the Docker provider's ssh client uses.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Literal, Sequence
 
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from components.spec import InputStr
+from components.spec import Frozen, InputStr
 
-from infra.config import TargetConfig
+
+class TargetConfig(Frozen):
+    """The Docker host: the local engine, or a VPS reached over SSH."""
+
+    kind: Literal["local", "ssh"]
+    host: str | None = None
+    user: str = "deploy"
+    port: int = Field(default=22, ge=1, le=65535)
+    socket: str = "unix:///var/run/docker.sock"
+
+    @model_validator(mode="after")
+    def _ssh_needs_host(self) -> "TargetConfig":
+        if self.kind == "ssh" and not self.host:
+            raise ValueError("an ssh target needs host")
+        return self
+
 
 INSTALL_DOCKER = (
     "set -eu; "

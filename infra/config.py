@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Any, Literal, Mapping
 
 import pulumi
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
+from components.host import TargetConfig
+from components.logging.settings import LoggingConfig
+from components.monitoring.settings import MonitoringConfig, SmtpConfig
 from components.spec import Frozen, Limits, PinnedImage
 from components.yamltext import load_yaml
 
@@ -23,27 +26,10 @@ PROJECT = "coderz"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEYS = ("sshPrivateKey", "tlsPrivateKey", "smtpPassword")
 Environment = Literal["dev", "qa", "prod"]
-EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 class ConfigError(Exception):
     """A stack file that cannot be deployed; the message names the file and the key."""
-
-
-class TargetConfig(Frozen):
-    """The Docker host: the local engine, or a VPS reached over SSH."""
-
-    kind: Literal["local", "ssh"]
-    host: str | None = None
-    user: str = "deploy"
-    port: int = Field(default=22, ge=1, le=65535)
-    socket: str = "unix:///var/run/docker.sock"
-
-    @model_validator(mode="after")
-    def _ssh_needs_host(self) -> "TargetConfig":
-        if self.kind == "ssh" and not self.host:
-            raise ValueError("an ssh target needs host")
-        return self
 
 
 class PortsConfig(Frozen):
@@ -86,59 +72,6 @@ class PostgresConfig(Frozen):
 
 class RedisConfig(Frozen):
     image: PinnedImage = "redis:7.2.5-alpine"
-
-
-class SmtpConfig(Frozen):
-    """Where alerts are mailed; the password is the secret `smtpPassword`."""
-
-    host: str
-    port: int = Field(default=587, ge=1, le=65535)
-    user: str | None = None
-    from_address: str = Field(pattern=EMAIL)
-    to: tuple[Annotated[str, Field(pattern=EMAIL)], ...] = Field(min_length=1)
-    starttls: bool = True
-
-
-class AlertThresholds(Frozen):
-    """When the alert rules fire; host figures are percent used, held for several minutes."""
-
-    cpu_percent: int = Field(default=85, ge=1, le=100)
-    memory_percent: int = Field(default=90, ge=1, le=100)
-    disk_percent: int = Field(default=85, ge=1, le=100)
-    postgres_connections_percent: int = Field(default=80, ge=1, le=100)
-    gateway_5xx_percent: int = Field(default=10, ge=1, le=100)
-    container_restarts_15m: int = Field(default=2, ge=1, le=100)
-
-
-class MonitoringConfig(Frozen):
-    """Prometheus, Alertmanager, Grafana and the exporters. Alerts are mailed through `smtp`;
-    a stack without `smtp` still runs Alertmanager, with a receiver named "null" that sends
-    nothing (alerts show in its UI only). `publishGrafana` binds Grafana on 127.0.0.1 too;
-    it is always served by the gateway under /grafana/."""
-
-    enabled: bool = True
-    scrape_interval_s: int = Field(default=15, ge=1, le=300)
-    retention_days: int = Field(default=30, ge=1, le=3650)
-    publish_grafana: bool = False
-    thresholds: AlertThresholds = AlertThresholds()
-
-
-class LokiConfig(Frozen):
-    enabled: bool = True
-    retention_days: int = Field(default=14, ge=1, le=3650)
-
-
-class ElkConfig(Frozen):
-    enabled: bool = False
-    retention_days: int = Field(default=7, ge=1, le=3650)
-    heap_mb: int = Field(default=512, ge=256, le=32_768)
-    # Kibana on 127.0.0.1:<ports.base + 56> (reach it through an SSH tunnel), or not at all.
-    publish_kibana: bool = True
-
-
-class LoggingConfig(Frozen):
-    loki: LokiConfig = LokiConfig()
-    elk: ElkConfig = ElkConfig()
 
 
 class StackConfig(Frozen):
@@ -254,7 +187,7 @@ def load(raw: Mapping[str, Any], stack: str) -> Stack:
         catalog = declare_services(config)
     except ValidationError as exc:
         raise _error(stack, PROJECT, f"the services it declares are inconsistent: {exc.errors()[0]['msg']}") from None
-    for service, limits in config.limits.items():
+    for service in config.limits:
         if service not in catalog:
             known = ", ".join(s.name for s in catalog.services)
             raise _error(stack, f"{PROJECT}:limits.{service}", f"no such service in this stack (one of: {known})")

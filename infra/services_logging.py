@@ -11,9 +11,10 @@ Nothing here is published except Kibana, on the host's loopback only (`loopback_
 from __future__ import annotations
 
 from components.logging.component import ELK_SERVICES, LOKI_SERVICES
+from components.logging.settings import LoggingConfig
 from components.spec import HealthCheck, Limits, Metrics, ServiceSpec
 from infra.catalog import bash_http_check, http_check, loopback_port
-from infra.config import LoggingConfig, StackConfig
+from infra.config import StackConfig
 
 LOKI_IMAGE = "grafana/loki:3.1.1"  # alpine based: busybox wget for the health check
 PROMTAIL_IMAGE = "grafana/promtail:3.1.1"  # debian based: no wget/curl, bash only

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 from components.monitoring import render
-from infra.config import SmtpConfig
+from components.monitoring.settings import SmtpConfig
 from tests.servers import free_port, http, process, require_module, require_tool, scratch_dir
 
 PASSWORD = "sink-password: 'quoted' #1"

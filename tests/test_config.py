@@ -10,7 +10,7 @@ import pytest
 
 from infra.catalog import declare_services
 from infra.config import STACKS, ConfigError, load, load_current, parse
-from tests.mocks import TEST_SECRETS, install_mocks, secrets_for, engine_config
+from tests.mocks import TEST_SECRETS, engine_config, install_mocks, secrets_for
 
 
 def raw_config(stack: str = "qa", **overrides) -> dict:

@@ -9,11 +9,12 @@ import yaml
 from pulumi.runtime import rpc
 
 from components.monitoring import BackupCheck, KubernetesTargets, Monitoring, MonitoringArgs
+from components.monitoring.settings import SmtpConfig
 from infra.catalog import declare_services
-from infra.config import SmtpConfig, StackConfig
+from infra.config import StackConfig
 from tests.conftest import run
-from tests.test_monitoring_render import full_catalog, stack_config
 from tests.mocks import PlatformMocks, RecordingMonitor, is_secret, plaintext_leaks, unwrap
+from tests.test_monitoring_render import full_catalog, stack_config
 
 PREFIX = "coderz-test"
 DSN = "postgresql://postgres:pg-secret-dsn@postgres:5432/postgres?sslmode=disable"

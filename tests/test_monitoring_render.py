@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from components.monitoring import render
+from components.monitoring.settings import AlertThresholds, SmtpConfig
 from components.spec import Catalog, HealthCheck, Limits, Metrics, ServiceSpec
 from infra.catalog import declare_services
-from infra.config import AlertThresholds, SmtpConfig, StackConfig
+from infra.config import StackConfig
 from infra.services_monitoring import monitoring_services
 from tests.servers import IN_CI, free_port, http, process, require_tool, scratch_dir
 

@@ -154,7 +154,7 @@ def test_each_api_gets_its_own_database_role_and_url():
 def test_every_export_that_carries_a_secret_is_itself_secret():
     from infra.config import load_current
     from infra.platform import build
-    from tests.mocks import install_mocks, secrets_for, engine_config
+    from tests.mocks import engine_config, install_mocks, secrets_for
 
     raw, secret_keys = engine_config("prod", secrets=secrets_for("prod"))
     monitor = install_mocks("prod", raw, secret_keys)

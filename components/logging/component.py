@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount, retained
 from components.logging import render
+from components.logging.settings import LoggingConfig
 from components.spec import Catalog, InputStr, ServiceSpec
-from infra.config import LoggingConfig
 
 LOKI_SERVICES = ("loki", "promtail")
 ELK_SERVICES = ("elasticsearch", "logstash", "kibana", "filebeat")

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount, retained
 from components.monitoring import render
+from components.monitoring.settings import MonitoringConfig, SmtpConfig
 from components.secrets import generated_password
 from components.spec import Catalog, InputStr
-from infra.config import MonitoringConfig, SmtpConfig
 
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
 GRAFANA_ADMIN_USER = "admin"

@@ -12,9 +12,9 @@ from typing import Any, Mapping, Sequence
 
 from pydantic import Field
 
+from components.monitoring.settings import AlertThresholds, SmtpConfig
 from components.spec import Catalog, Frozen
 from components.yamltext import dump_yaml
-from infra.config import AlertThresholds, SmtpConfig
 
 CONFIG_DIR = "/etc/prometheus"
 PROMETHEUS_DATA = "/prometheus"
