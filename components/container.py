@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import pulumi
 import pulumi_docker as docker
@@ -60,6 +60,8 @@ class ContainerServiceArgs(BaseModel):
     user: str | None = None
     build_context: Path | None = None
     shm_size_mb: int | None = None
+    # "host" for an agent that reports on the host's processes (node exporter).
+    pid_mode: Literal["host"] | None = None
     wait_healthy: bool = True
     depends_on: Sequence[pulumi.Resource] = ()
 
@@ -147,6 +149,7 @@ class ContainerService(pulumi.ComponentResource):
                     restart="unless-stopped",
                     memory=spec.limits.memory_mb,
                     shm_size=args.shm_size_mb,
+                    pid_mode=args.pid_mode,
                     cpus=f"{spec.limits.cpus:g}",
                     log_driver="json-file",
                     log_opts=LOG_OPTS,

@@ -114,6 +114,8 @@ def test_host_mounts_are_read_only_and_prometheus_keeps_its_settings(monitor, pr
         mounts = running[service].plain["volumes"]
         assert mounts and all(m["readOnly"] and m["hostPath"] for m in mounts), service
     assert {m["hostPath"] for m in running["node-exporter"].plain["volumes"]} == {"/proc", "/sys", "/"}
+    assert running["node-exporter"].plain["pidMode"] == "host"
+    assert all("pidMode" not in c.plain for name, c in running.items() if name != "node-exporter")
     assert "/var/lib/docker" in {m["hostPath"] for m in running["cadvisor"].plain["volumes"]}
     prometheus = running["prometheus"].plain
     assert "--storage.tsdb.retention.time=30d" in prometheus["command"]

@@ -105,6 +105,9 @@ class Monitoring(pulumi.ComponentResource):
             command=["--path.procfs=/host/proc", "--path.sysfs=/host/sys", "--path.rootfs=/host/root"],
             volumes=[VolumeMount(container_path=c, host_path=h, read_only=True)
                      for h, c in (("/proc", "/host/proc"), ("/sys", "/host/sys"), ("/", "/host/root"))],
+            # The host's process table, as node exporter's docs run it; its network stays the
+            # stack's, so Prometheus finds it by name (host networking would leave the network).
+            pid_mode="host",
         )
         cadvisor = run(
             "cadvisor",
