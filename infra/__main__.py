@@ -8,7 +8,8 @@ public entry; monitoring and logging where the stack turns them on.
 import pulumi
 
 from infra.config import load_current
-from infra.platform import build
+from infra.platform import build, relax_garbage_collection
 
+relax_garbage_collection()
 for name, value in build(load_current()).items():
     pulumi.export(name, value)
