@@ -70,6 +70,24 @@ def ssh_options(key_path: str) -> list[str]:
     ]
 
 
+class HostShell(BaseModel):
+    """Where a command that needs the Docker CLI runs: on the SSH target over the stack's
+    connection, or on this machine against the local engine."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    docker_host: str
+    connection: command.remote.ConnectionArgs | None = None
+
+    def run(self, name: str, create: str, *, triggers: list, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+        """A command re-run only when `triggers` change (editing `create` alone does not)."""
+        if self.connection is not None:
+            return command.remote.Command(name, connection=self.connection, create=create, triggers=triggers, opts=opts)
+        return command.local.Command(
+            name, create=create, environment={"DOCKER_HOST": self.docker_host}, triggers=triggers, opts=opts
+        )
+
+
 class DockerHostArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -85,6 +103,7 @@ class DockerHost(pulumi.ComponentResource):
     provider: docker.Provider
     network_name: pulumi.Output[str]
     docker_host: pulumi.Output[str]
+    shell: HostShell
 
     def __init__(self, name: str, args: DockerHostArgs, *, opts: pulumi.ResourceOptions | None = None):
         super().__init__("coderz:host:DockerHost", name, None, opts)
@@ -123,9 +142,11 @@ class DockerHost(pulumi.ComponentResource):
             ready = [key_file, install, firewall]
             docker_host = f"ssh://{target.user}@{target.host}:{target.port}"
             provider_args = dict(host=docker_host, ssh_opts=ssh_options(key_path))
+            self.shell = HostShell(docker_host=docker_host, connection=connection)
         else:
             docker_host = target.socket
             provider_args = dict(host=docker_host)
+            self.shell = HostShell(docker_host=docker_host)
 
         self.provider = docker.Provider(
             f"{name}-docker", **provider_args, opts=pulumi.ResourceOptions(parent=self, depends_on=ready)

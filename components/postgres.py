@@ -7,6 +7,7 @@ data volume; the server's tuning follows the container's memory limit.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
 import pulumi
@@ -14,11 +15,13 @@ import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
 from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount, retained
+from components.host import HostShell
 from components.postgres_init import AppDatabase, MonitorRole, postgres_command, render_init_sql
 from components.secrets import generated_password
 from components.spec import InputStr, ServiceSpec
 
 DATA_DIR = "/var/lib/postgresql/data"
+INIT_SQL = "/docker-entrypoint-initdb.d/10-apps.sql"
 MONITOR_ROLE = "metrics"
 # Docker's default /dev/shm (64 MB) is too small for parallel queries and large sorts.
 SHM_SIZE_MB = 256
@@ -39,6 +42,8 @@ class PostgresArgs(BaseModel):
     clients: Sequence[str]
     max_connections: int
     keep_data: bool
+    # Where `docker exec` runs to bring roles and databases up to date on an existing volume.
+    shell: HostShell
     # A pg_monitor login role for the metrics exporter (`monitor_dsn`), when monitoring is on.
     monitor_role: bool = False
 
@@ -77,6 +82,7 @@ class Postgres(pulumi.ComponentResource):
             return render_init_sql(apps, monitors)
 
         passwords = [*client_passwords.values(), *([monitor_password] if monitor_password is not None else [])]
+        script = pulumi.Output.secret(pulumi.Output.all(*passwords).apply(init_sql))
         self.service = ContainerService(
             name,
             ContainerServiceArgs(
@@ -90,17 +96,21 @@ class Postgres(pulumi.ComponentResource):
                     f"PGDATA={DATA_DIR}/pgdata",
                     pulumi.Output.concat("POSTGRES_PASSWORD=", admin_password),
                 ],
-                files=[
-                    ConfigFile(
-                        path="/docker-entrypoint-initdb.d/10-apps.sql",
-                        content=pulumi.Output.secret(pulumi.Output.all(*passwords).apply(init_sql)),
-                    )
-                ],
+                files=[ConfigFile(path=INIT_SQL, content=script)],
                 volumes=[VolumeMount(container_path=DATA_DIR, volume_name=volume.name)],
                 command=postgres_command(spec.limits.memory_mb, args.max_connections),
                 shm_size_mb=SHM_SIZE_MB,
             ),
             opts=child,
+        )
+
+        # The image runs the script only on an empty volume; this runs it again (it is
+        # idempotent) whenever it changes, so an API added later gets its role and database.
+        self.apply_roles = args.shell.run(
+            f"{name}-apply-roles",
+            create=f"docker exec {args.prefix}-{spec.name} psql -v ON_ERROR_STOP=1 --no-psqlrc -U postgres -d postgres -f {INIT_SQL}",
+            triggers=[script.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.service]),
         )
 
         self.host = pulumi.Output.from_input(spec.name)

@@ -64,7 +64,9 @@ def declare_services(config: StackConfig) -> Catalog:
             port=5432,
             tier="data",
             description="PostgreSQL, one database per API",
-            health=HealthCheck(test=("CMD-SHELL", 'pg_isready -U "$POSTGRES_USER" -d postgres')),
+            # Over TCP: during first-start init the image's temporary server listens on the
+            # socket only, so the check turns healthy once the real server is up.
+            health=HealthCheck(test=("CMD-SHELL", 'pg_isready -h 127.0.0.1 -U "$POSTGRES_USER" -d postgres')),
             limits=Limits(memory_mb=512, cpus=1.0),
             host_port=loopback_port(config, "postgres"),
         ),

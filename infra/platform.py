@@ -58,6 +58,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             max_connections=config.postgres.max_connections,
             keep_data=config.keeps_data,
             monitor_role=config.monitoring.enabled,
+            shell=host.shell,
             **shared,
         ),
     )

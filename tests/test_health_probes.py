@@ -474,8 +474,10 @@ def test_probe_targets_the_port_and_path_its_server_serves(case: Case):
     if health.path is None:
         # No address in the probe: the client's default port must be where the server listens.
         assert probed_ports(spec) == set() and probed_paths(spec) == set(), spec.health.test
-        flags = {token for text in probe_texts(spec) for token in shlex.split(text)}
-        assert not flags & {"-h", "-p", "--host", "--port"}, f"{spec.name}: {spec.health.test}"
+        tokens = [token for text in probe_texts(spec) for token in shlex.split(text)]
+        assert not set(tokens) & {"-p", "--port"}, f"{spec.name}: {spec.health.test}"
+        hosts = [tokens[i + 1] for i, token in enumerate(tokens[:-1]) if token in ("-h", "--host")]
+        assert set(hosts) <= {"127.0.0.1"}, f"{spec.name} probes {hosts}, not its own container"
         assert spec.port == health.port, f"{spec.name} declares port {spec.port}; its server listens on {health.port}"
         return
     assert probed_ports(spec) == {health.port}, (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pytest
 
+from components.host import HostShell
 from components.postgres import MONITOR_ROLE, Postgres, PostgresArgs
 from components.postgres_init import postgres_command
 from components.spec import HealthCheck, Limits
@@ -17,11 +18,14 @@ SPEC = make_spec(
 )
 
 
+def base_fields(provider) -> dict:
+    return dict(spec=SPEC, prefix="coderz-qa", network_name="coderz-qa-net", provider=provider,
+                clients=("dotnet-api", "python-api"), max_connections=100, keep_data=False, monitor_role=True,
+                shell=HostShell(docker_host="unix:///var/run/docker.sock"))
+
+
 def postgres(provider, **changes) -> Postgres:
-    fields = dict(spec=SPEC, prefix="coderz-qa", network_name="coderz-qa-net", provider=provider,
-                  clients=("dotnet-api", "python-api"), max_connections=100, keep_data=False, monitor_role=True)
-    fields.update(changes)
-    return Postgres("postgres", PostgresArgs(**fields))
+    return Postgres("postgres", PostgresArgs(**{**base_fields(provider), **changes}))
 
 
 @pytest.mark.parametrize("keep", [True, False])
@@ -75,3 +79,12 @@ def test_without_monitoring_there_is_no_exporter_role(monitor, provider):
     assert db.monitor_dsn is None
     assert {r.name for r in monitor.of_type("RandomPassword")} == {
         "postgres-admin-password", "postgres-dotnet_api-password", "postgres-python_api-password"}
+
+
+def test_roles_are_applied_again_when_the_script_changes(monitor, provider):
+    run(lambda: Postgres("pg-a", PostgresArgs(**{**base_fields(provider), "clients": ("python-api",)})))
+    run(lambda: Postgres("pg-b", PostgresArgs(**{**base_fields(provider), "clients": ("python-api", "reports-api")})))
+    applies = {c.name: c for c in monitor.of_type("command:local:Command")}
+    assert set(applies) == {"pg-a-apply-roles", "pg-b-apply-roles"}
+    assert applies["pg-a-apply-roles"].plain["triggers"] != applies["pg-b-apply-roles"].plain["triggers"]
+    assert "psql -v ON_ERROR_STOP=1" in applies["pg-b-apply-roles"].plain["create"]

@@ -8,7 +8,7 @@ import pulumi
 import pytest
 
 from infra.config import STACKS
-from tests.mocks import deploy_stack, generated_secrets, plaintext_leaks
+from tests.mocks import deploy_stack, generated_secrets, is_secret, plaintext_leaks
 
 
 @functools.cache
@@ -113,7 +113,7 @@ def test_loopback_port_blocks_of_the_stacks_do_not_overlap():
 def test_ssh_stacks_bootstrap_docker_and_the_firewall_with_only_published_ports():
     monitor, outputs = deployed("prod")
     commands = {r.name: r.plain for r in monitor.of_type("command:remote:Command")}
-    assert set(commands) == {"host-install-docker", "host-firewall"}
+    assert set(commands) == {"host-install-docker", "host-firewall", "postgres-apply-roles"}
     firewall = commands["host-firewall"]["create"]
     assert "ufw default deny incoming" in firewall
     allowed = {int(part.split("/")[0]) for part in firewall.split("ufw allow ")[1:]}
@@ -123,6 +123,24 @@ def test_ssh_stacks_bootstrap_docker_and_the_firewall_with_only_published_ports(
     assert provider.plain["host"] == "ssh://deploy@prod.coderz.example:22"
     assert "ControlMaster=auto" in provider.plain["sshOpts"]
     assert outputs["docker_host"] == "ssh://deploy@prod.coderz.example:22"
+
+
+@pytest.mark.parametrize("stack,kind", [("dev", "local"), ("qa", "remote"), ("prod", "remote")])
+def test_roles_and_databases_are_brought_up_to_date_on_an_existing_volume(stack, kind):
+    monitor, _ = deployed(stack)
+    (apply,) = [r for r in monitor.of_type(f"command:{kind}:Command") if r.name == "postgres-apply-roles"]
+    assert apply.plain["create"] == (
+        f"docker exec coderz-{stack}-postgres psql -v ON_ERROR_STOP=1 --no-psqlrc -U postgres -d postgres "
+        "-f /docker-entrypoint-initdb.d/10-apps.sql"
+    )
+    # re-run when the script changes; the trigger is a digest of secret text, kept secret
+    assert is_secret(apply.inputs["triggers"]) and len(apply.plain["triggers"][0]) == 64
+    (container,) = [c for c in containers(stack) if c.plain["name"] == f"coderz-{stack}-postgres"]
+    assert container.urn in apply.dependencies, "runs once the container is healthy"
+    if kind == "local":
+        assert apply.plain["environment"] == {"DOCKER_HOST": "unix:///var/run/docker.sock"}
+    else:
+        assert apply.plain["connection"]["host"] == f"{stack}.coderz.example"
 
 
 def test_dev_uses_the_local_engine_without_bootstrap():
