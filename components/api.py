@@ -13,7 +13,7 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
-from components.container import ContainerService, ContainerServiceArgs
+from components.container import ContainerService, ContainerServiceArgs, Placement
 from components.spec import InputStr, ServiceSpec
 
 ASPNETCORE_ENVIRONMENTS = {"dev": "Development", "qa": "Staging", "prod": "Production"}
@@ -42,9 +42,7 @@ class ApiArgs(BaseModel):
     spec: ServiceSpec
     flavour: Literal["python", "dotnet"]
     environment: str
-    prefix: str
-    network_name: InputStr
-    provider: docker.Provider
+    placement: Placement
     database: Database
     redis: RedisEndpoint
     build_context: Path | None = None
@@ -90,9 +88,7 @@ class Api(pulumi.ComponentResource):
             name,
             ContainerServiceArgs(
                 spec=args.spec,
-                prefix=args.prefix,
-                network_name=args.network_name,
-                provider=args.provider,
+                placement=args.placement,
                 envs=api_env(args),
                 build_context=args.build_context,
                 depends_on=args.depends_on,

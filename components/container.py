@@ -44,15 +44,24 @@ class VolumeMount(BaseModel):
     read_only: bool = False
 
 
+class Placement(BaseModel):
+    """Where a stack's containers go: their name prefix (`coderz-<stack>`), the stack's private
+    network and the one Docker provider that reaches the host."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    prefix: str
+    network_name: InputStr
+    provider: docker.Provider
+
+
 class ContainerServiceArgs(BaseModel):
     """What a component adds to a `ServiceSpec` to run it."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     spec: ServiceSpec
-    prefix: str
-    network_name: InputStr
-    provider: docker.Provider
+    placement: Placement
     envs: Sequence[InputStr] = ()
     files: Sequence[ConfigFile] = ()
     volumes: Sequence[VolumeMount] = ()
@@ -88,7 +97,7 @@ class ContainerService(pulumi.ComponentResource):
     def __init__(self, name: str, args: ContainerServiceArgs, *, opts: pulumi.ResourceOptions | None = None):
         super().__init__("coderz:runtime:ContainerService", name, None, opts)
         spec = args.spec
-        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        child = pulumi.ResourceOptions(parent=self, provider=args.placement.provider)
 
         build = None
         if args.build_context is not None:
@@ -115,7 +124,7 @@ class ContainerService(pulumi.ComponentResource):
         containers = []
         for index in range(1, spec.replicas + 1):
             suffix = "" if spec.replicas == 1 else f"-{index}"
-            container_name = f"{args.prefix}-{spec.name}{suffix}"
+            container_name = f"{args.placement.prefix}-{spec.name}{suffix}"
             containers.append(
                 docker.Container(
                     f"{name}{suffix}",
@@ -136,7 +145,7 @@ class ContainerService(pulumi.ComponentResource):
                         for v in args.volumes
                     ],
                     networks_advanced=[
-                        docker.ContainerNetworksAdvancedArgs(name=args.network_name, aliases=[spec.name])
+                        docker.ContainerNetworksAdvancedArgs(name=args.placement.network_name, aliases=[spec.name])
                     ],
                     ports=ports,
                     healthcheck=docker.ContainerHealthcheckArgs(
@@ -154,7 +163,7 @@ class ContainerService(pulumi.ComponentResource):
                     log_driver="json-file",
                     log_opts=LOG_OPTS,
                     labels=[
-                        docker.ContainerLabelArgs(label="coderz.stack", value=args.prefix),
+                        docker.ContainerLabelArgs(label="coderz.stack", value=args.placement.prefix),
                         docker.ContainerLabelArgs(label="coderz.service", value=spec.name),
                         docker.ContainerLabelArgs(label="coderz.config-digest", value=files_digest),
                     ],

@@ -16,6 +16,7 @@ import pulumi_command as command
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from components.container import Placement
 from components.spec import Frozen, InputStr
 
 
@@ -104,6 +105,7 @@ class DockerHost(pulumi.ComponentResource):
     network_name: pulumi.Output[str]
     docker_host: pulumi.Output[str]
     shell: HostShell
+    placement: Placement
 
     def __init__(self, name: str, args: DockerHostArgs, *, opts: pulumi.ResourceOptions | None = None):
         super().__init__("coderz:host:DockerHost", name, None, opts)
@@ -159,6 +161,7 @@ class DockerHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
         )
         self.network_name = network.name
+        self.placement = Placement(prefix=args.prefix, network_name=network.name, provider=self.provider)
         self.docker_host = pulumi.Output.from_input(docker_host)
         self.register_outputs({"network_name": self.network_name, "docker_host": self.docker_host})
 

@@ -14,7 +14,7 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
-from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount, retained
+from components.container import ConfigFile, ContainerService, ContainerServiceArgs, Placement, VolumeMount, retained
 from components.host import HostShell
 from components.postgres_init import AppDatabase, MonitorRole, postgres_command, render_init_sql
 from components.secrets import generated_password
@@ -36,9 +36,7 @@ class PostgresArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     spec: ServiceSpec
-    prefix: str
-    network_name: InputStr
-    provider: docker.Provider
+    placement: Placement
     clients: Sequence[str]
     max_connections: int
     keep_data: bool
@@ -68,8 +66,8 @@ class Postgres(pulumi.ComponentResource):
 
         volume = docker.Volume(
             f"{name}-data",
-            name=f"{args.prefix}-{spec.name}-data",
-            opts=retained(args.keep_data, self, args.provider),
+            name=f"{args.placement.prefix}-{spec.name}-data",
+            opts=retained(args.keep_data, self, args.placement.provider),
         )
         monitor_password = generated_password(f"{name}-{MONITOR_ROLE}-password", parent=self) if args.monitor_role else None
 
@@ -87,9 +85,7 @@ class Postgres(pulumi.ComponentResource):
             name,
             ContainerServiceArgs(
                 spec=spec,
-                prefix=args.prefix,
-                network_name=args.network_name,
-                provider=args.provider,
+                placement=args.placement,
                 envs=[
                     "POSTGRES_USER=postgres",
                     "POSTGRES_DB=postgres",
@@ -108,7 +104,7 @@ class Postgres(pulumi.ComponentResource):
         # idempotent) whenever it changes, so an API added later gets its role and database.
         self.apply_roles = args.shell.run(
             f"{name}-apply-roles",
-            create=f"docker exec {args.prefix}-{spec.name} psql -v ON_ERROR_STOP=1 --no-psqlrc -U postgres -d postgres -f {INIT_SQL}",
+            create=f"docker exec {args.placement.prefix}-{spec.name} psql -v ON_ERROR_STOP=1 --no-psqlrc -U postgres -d postgres -f {INIT_SQL}",
             triggers=[script.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.service]),
         )

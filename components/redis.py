@@ -7,7 +7,7 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
-from components.container import ContainerService, ContainerServiceArgs, VolumeMount, retained
+from components.container import ContainerService, ContainerServiceArgs, Placement, VolumeMount, retained
 from components.secrets import generated_password
 from components.spec import InputStr, ServiceSpec
 
@@ -28,9 +28,7 @@ class RedisArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     spec: ServiceSpec
-    prefix: str
-    network_name: InputStr
-    provider: docker.Provider
+    placement: Placement
     keep_data: bool
 
 
@@ -48,15 +46,13 @@ class Redis(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         secret = generated_password(f"{name}-password", parent=self)
         volume = docker.Volume(
-            f"{name}-data", name=f"{args.prefix}-{spec.name}-data", opts=retained(args.keep_data, self, args.provider)
+            f"{name}-data", name=f"{args.placement.prefix}-{spec.name}-data", opts=retained(args.keep_data, self, args.placement.provider)
         )
         self.service = ContainerService(
             name,
             ContainerServiceArgs(
                 spec=spec,
-                prefix=args.prefix,
-                network_name=args.network_name,
-                provider=args.provider,
+                placement=args.placement,
                 envs=[pulumi.Output.concat("REDIS_PASSWORD=", secret)],
                 volumes=[VolumeMount(container_path="/data", volume_name=volume.name)],
                 command=redis_command(spec.limits.memory_mb),

@@ -48,7 +48,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             ssh_private_key=stack.secrets.ssh_private_key,
         ),
     )
-    shared = dict(prefix=prefix, network_name=host.network_name, provider=host.provider)
+    shared = dict(placement=host.placement)
 
     postgres = Postgres(
         "postgres",

@@ -15,7 +15,14 @@ from typing import Iterator
 
 from components.monitoring import render
 from components.monitoring.settings import SmtpConfig
-from tests.servers import free_port, http, process, require_module, require_tool, scratch_dir
+from tests.servers import (
+    free_port,
+    http,
+    process,
+    require_module,
+    require_tool,
+    scratch_dir,
+)
 
 PASSWORD = "sink-password: 'quoted' #1"
 ALERT = {

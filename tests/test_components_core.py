@@ -7,7 +7,13 @@ from pathlib import Path
 import pulumi
 
 from components.api import Api, ApiArgs, Database, RedisEndpoint
-from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount
+from components.container import (
+    ConfigFile,
+    ContainerService,
+    ContainerServiceArgs,
+    Placement,
+    VolumeMount,
+)
 from components.host import DockerHost, DockerHostArgs, TargetConfig, firewall_script
 from components.redis import Redis, RedisArgs, redis_command
 from tests.conftest import make_spec, run
@@ -15,7 +21,8 @@ from tests.mocks import is_secret, plaintext_leaks
 
 
 def service_args(provider, **changes) -> ContainerServiceArgs:
-    fields = dict(spec=make_spec(), prefix="coderz-test", network_name="coderz-test-net", provider=provider)
+    placement = Placement(prefix="coderz-test", network_name="coderz-test-net", provider=provider)
+    fields = dict(spec=make_spec(), placement=placement)
     fields.update(changes)
     return ContainerServiceArgs(**fields)
 
@@ -110,7 +117,8 @@ def test_firewall_opens_ssh_web_and_published_ports_only():
 
 def test_redis_has_aof_password_from_env_and_a_retained_volume_when_asked(monitor, provider):
     spec = make_spec("redis", image="redis:7.2.5-alpine", port=6379, route=None, metrics=None)
-    redis = run(lambda: Redis("redis", RedisArgs(spec=spec, prefix="coderz-prod", network_name="n", provider=provider, keep_data=True)))
+    placement = Placement(prefix="coderz-prod", network_name="n", provider=provider)
+    redis = run(lambda: Redis("redis", RedisArgs(spec=spec, placement=placement, keep_data=True)))
     (volume,) = monitor.of_type("docker:index/volume:Volume")
     assert volume.plain["name"] == "coderz-prod-redis-data" and volume.protect and volume.retain_on_delete
     (container,) = monitor.of_type("docker:index/container:Container")
@@ -133,8 +141,8 @@ def test_python_and_dotnet_apis_read_their_settings_their_own_way(monitor, provi
         return Api(
             name,
             ApiArgs(
-                spec=make_spec(name, replicas=2), flavour=flavour, environment="qa", prefix="coderz-qa",
-                network_name="n", provider=provider,
+                spec=make_spec(name, replicas=2), flavour=flavour, environment="qa",
+                placement=Placement(prefix="coderz-qa", network_name="n", provider=provider),
                 database=Database(host="postgres", port=5432, name=name.replace("-", "_"), password=pulumi.Output.secret("DBPW")),
                 redis=RedisEndpoint(host="redis", port=6379, password=pulumi.Output.secret("REDISPW")),
             ),

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pulumi
 
+from components.container import Placement
 from components.gateway.component import Gateway, GatewayArgs, GatewayTls
-from components.gateway.render import CONF_PATH, LUA_DIR, REDIS_PASSWORD_ENV, TLS_KEY_PATH, lua_files
+from components.gateway.render import (
+    CONF_PATH,
+    LUA_DIR,
+    REDIS_PASSWORD_ENV,
+    TLS_KEY_PATH,
+    lua_files,
+)
 from infra.catalog import declare_services
 from infra.config import StackConfig
 from tests.conftest import run
@@ -20,7 +27,7 @@ def catalog(**ports):
 
 
 def gateway_args(provider, **changes) -> GatewayArgs:
-    fields = dict(catalog=catalog(), prefix="coderz-qa", network_name="coderz-qa-net", provider=provider,
+    fields = dict(catalog=catalog(), placement=Placement(prefix="coderz-qa", network_name="coderz-qa-net", provider=provider),
                   redis_password=pulumi.Output.secret("REDIS-SECRET"))
     fields.update(changes)
     return GatewayArgs(**fields)

@@ -16,6 +16,7 @@ from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from pydantic import ValidationError
 
+from components.container import Placement
 from components.logging import ELK_SERVICES, LOKI_SERVICES, Logging, LoggingArgs
 from components.spec import PINNED_TAG, Catalog
 from infra.config import StackConfig
@@ -102,9 +103,7 @@ def build(config: StackConfig) -> Logging:
         LoggingArgs(
             catalog=Catalog(services=tuple(logging_services(config))),
             config=config.logging,
-            prefix=PREFIX,
-            network_name="coderz-qa-net",
-            provider=provider,
+            placement=Placement(prefix=PREFIX, network_name="coderz-qa-net", provider=provider),
             keeps_data=config.keeps_data,
         ),
     )
@@ -327,7 +326,7 @@ def test_config_files_are_uploaded_from_the_config(recorder):
 def test_args_refuse_a_catalog_that_disagrees_with_the_toggles(recorder):
     provider = docker.Provider("test-docker", host="unix:///var/run/docker.sock")
     on, off = stack_config(loki=True, elk=False), stack_config(loki=False, elk=True)
-    shared = dict(prefix=PREFIX, network_name="net", provider=provider)
+    shared = dict(placement=Placement(prefix=PREFIX, network_name="net", provider=provider))
     with pytest.raises(ValidationError, match="lacks loki"):
         LoggingArgs(catalog=Catalog(services=tuple(logging_services(off))), config=on.logging, **shared)
     with pytest.raises(ValidationError, match="declares elasticsearch"):

@@ -8,12 +8,24 @@ import pytest
 import yaml
 from pulumi.runtime import rpc
 
-from components.monitoring import BackupCheck, KubernetesTargets, Monitoring, MonitoringArgs
+from components.container import Placement
+from components.monitoring import (
+    BackupCheck,
+    KubernetesTargets,
+    Monitoring,
+    MonitoringArgs,
+)
 from components.monitoring.settings import SmtpConfig
 from infra.catalog import declare_services
 from infra.config import StackConfig
 from tests.conftest import run
-from tests.mocks import PlatformMocks, RecordingMonitor, is_secret, plaintext_leaks, unwrap
+from tests.mocks import (
+    PlatformMocks,
+    RecordingMonitor,
+    is_secret,
+    plaintext_leaks,
+    unwrap,
+)
 from tests.test_monitoring_render import full_catalog, stack_config
 
 PREFIX = "coderz-test"
@@ -51,7 +63,8 @@ def monitor() -> OutputsMonitor:
 
 def build(provider, config: StackConfig, **changes) -> Monitoring:
     fields = dict(
-        catalog=full_catalog(config), config=config.monitoring, prefix=PREFIX, network_name=f"{PREFIX}-net", provider=provider,
+        catalog=full_catalog(config), config=config.monitoring,
+        placement=Placement(prefix=PREFIX, network_name=f"{PREFIX}-net", provider=provider),
         keeps_data=config.keeps_data, postgres_dsn=pulumi.Output.secret(DSN),
         redis_password=pulumi.Output.secret(REDIS_PASSWORD),
     )
@@ -204,7 +217,8 @@ def test_without_smtp_alertmanager_runs_with_the_null_receiver(monitor, provider
 def test_args_refuse_an_incomplete_setup(provider):
     config = stack_config()
     catalog = full_catalog(config)
-    base = dict(config=config.monitoring, prefix=PREFIX, network_name="net", provider=provider, postgres_dsn=DSN)
+    placement = Placement(prefix=PREFIX, network_name="net", provider=provider)
+    base = dict(config=config.monitoring, placement=placement, postgres_dsn=DSN)
     with pytest.raises(ValueError, match="monitoring_services"):
         # A catalog of a stack with monitoring off lacks the services this component runs.
         MonitoringArgs(**base, catalog=declare_services(stack_config(enabled=False)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pytest
 
+from components.container import Placement
 from components.host import HostShell
 from components.postgres import MONITOR_ROLE, Postgres, PostgresArgs
 from components.postgres_init import postgres_command
@@ -19,7 +20,7 @@ SPEC = make_spec(
 
 
 def base_fields(provider) -> dict:
-    return dict(spec=SPEC, prefix="coderz-qa", network_name="coderz-qa-net", provider=provider,
+    return dict(spec=SPEC, placement=Placement(prefix="coderz-qa", network_name="coderz-qa-net", provider=provider),
                 clients=("dotnet-api", "python-api"), max_connections=100, keep_data=False, monitor_role=True,
                 shell=HostShell(docker_host="unix:///var/run/docker.sock"))
 

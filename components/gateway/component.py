@@ -14,7 +14,7 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
-from components.container import ConfigFile, ContainerService, ContainerServiceArgs
+from components.container import ConfigFile, ContainerService, ContainerServiceArgs, Placement
 from components.gateway.render import (
     CONF_PATH,
     LUA_DIR,
@@ -40,9 +40,7 @@ class GatewayArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     catalog: Catalog
-    prefix: str
-    network_name: InputStr
-    provider: docker.Provider
+    placement: Placement
     redis_password: InputStr
     domain: str | None = None
     tls: GatewayTls | None = None
@@ -95,9 +93,7 @@ class Gateway(pulumi.ComponentResource):
             name,
             ContainerServiceArgs(
                 spec=spec,
-                prefix=args.prefix,
-                network_name=args.network_name,
-                provider=args.provider,
+                placement=args.placement,
                 envs=[pulumi.Output.secret(pulumi.Output.concat(f"{REDIS_PASSWORD_ENV}=", args.redis_password))],
                 files=files,
                 depends_on=args.depends_on,

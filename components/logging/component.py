@@ -26,7 +26,7 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount, retained
+from components.container import ConfigFile, ContainerService, ContainerServiceArgs, Placement, VolumeMount, retained
 from components.logging import render
 from components.logging.settings import LoggingConfig
 from components.spec import Catalog, InputStr, ServiceSpec
@@ -47,9 +47,7 @@ class LoggingArgs(BaseModel):
 
     catalog: Catalog
     config: LoggingConfig
-    prefix: str
-    network_name: InputStr
-    provider: docker.Provider
+    placement: Placement
     keeps_data: bool = False
     # Paths on the Docker host, mounted read-only into Promtail and Filebeat.
     docker_socket: str = DOCKER_SOCKET
@@ -114,13 +112,13 @@ class Logging(pulumi.ComponentResource):
     def _volume(self, service: str, *, data: bool) -> docker.Volume:
         """A named volume; `data` ones are retained and protected where the stack keeps data."""
         args = self._args
-        opts = (retained(args.keeps_data, self, args.provider) if data
-                else pulumi.ResourceOptions(parent=self, provider=args.provider))
+        opts = (retained(args.keeps_data, self, args.placement.provider) if data
+                else pulumi.ResourceOptions(parent=self, provider=args.placement.provider))
         suffix = "data" if data else "state"
         volume = docker.Volume(
             f"{self._name}-{service}-{suffix}",
-            name=f"{args.prefix}-{service}-{suffix}",
-            labels=[docker.VolumeLabelArgs(label="coderz.stack", value=args.prefix)],
+            name=f"{args.placement.prefix}-{service}-{suffix}",
+            labels=[docker.VolumeLabelArgs(label="coderz.stack", value=args.placement.prefix)],
             opts=opts,
         )
         self.volumes[service] = volume
@@ -132,9 +130,7 @@ class Logging(pulumi.ComponentResource):
             f"{self._name}-{spec.name}",
             ContainerServiceArgs(
                 spec=spec,
-                prefix=args.prefix,
-                network_name=args.network_name,
-                provider=args.provider,
+                placement=args.placement,
                 depends_on=[self.services[d] for d in depends_on],
                 **extra,
             ),
@@ -163,7 +159,7 @@ class Logging(pulumi.ComponentResource):
             files=[ConfigFile(
                 path="/etc/promtail/config.yml",
                 content=render.render_promtail_config(
-                    self._args.prefix, f"{self.loki_url}/loki/api/v1/push", http_port=promtail.port
+                    self._args.placement.prefix, f"{self.loki_url}/loki/api/v1/push", http_port=promtail.port
                 ),
             )],
             volumes=[
@@ -179,8 +175,8 @@ class Logging(pulumi.ComponentResource):
             es,
             envs=[
                 "discovery.type=single-node",
-                f"cluster.name={args.prefix}-logs",
-                f"node.name={args.prefix}-{es.name}",
+                f"cluster.name={args.placement.prefix}-logs",
+                f"node.name={args.placement.prefix}-{es.name}",
                 f"ES_JAVA_OPTS=-Xms{elk.heap_mb}m -Xmx{elk.heap_mb}m",
                 "xpack.security.enabled=false",
                 "xpack.ml.enabled=false",
@@ -216,7 +212,7 @@ class Logging(pulumi.ComponentResource):
             depends_on=(es.name,),
             envs=[
                 f'ELASTICSEARCH_HOSTS=["{self.elasticsearch_url}"]',
-                f"SERVER_NAME={args.prefix}-kibana",
+                f"SERVER_NAME={args.placement.prefix}-kibana",
                 *([f"SERVER_PUBLICBASEURL={self.kibana_url}"] if self.kibana_url else []),
                 "TELEMETRY_OPTIN=false",
                 "NODE_OPTIONS=--max-old-space-size=640",
@@ -231,7 +227,7 @@ class Logging(pulumi.ComponentResource):
             files=[ConfigFile(
                 path="/usr/share/filebeat/filebeat.yml",
                 content=render.render_filebeat_config(
-                    f"{args.prefix}-{args.gateway_service}",
+                    f"{args.placement.prefix}-{args.gateway_service}",
                     logstash_hosts=(f"{logstash.name}:{logstash.port}",),
                     containers_dir=DOCKER_CONTAINERS,
                     http_port=filebeat.port,

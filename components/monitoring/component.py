@@ -13,7 +13,7 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from components.container import ConfigFile, ContainerService, ContainerServiceArgs, VolumeMount, retained
+from components.container import ConfigFile, ContainerService, ContainerServiceArgs, Placement, VolumeMount, retained
 from components.monitoring import render
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
 from components.secrets import generated_password
@@ -37,9 +37,7 @@ class MonitoringArgs(BaseModel):
 
     catalog: Catalog
     config: MonitoringConfig
-    prefix: str
-    network_name: InputStr
-    provider: docker.Provider
+    placement: Placement
     keeps_data: bool = False
     # postgresql://USER:PASSWORD@postgres:5432/postgres?sslmode=disable, a role with pg_monitor.
     postgres_dsn: InputStr
@@ -92,8 +90,7 @@ class Monitoring(pulumi.ComponentResource):
         def run(service: str, **extra) -> ContainerService:
             return ContainerService(
                 f"{name}-{service}",
-                ContainerServiceArgs(spec=catalog.get(service), prefix=args.prefix,
-                                     network_name=args.network_name, provider=args.provider, **extra),
+                ContainerServiceArgs(spec=catalog.get(service), placement=args.placement, **extra),
                 opts=child,
             )
 
@@ -140,11 +137,11 @@ class Monitoring(pulumi.ComponentResource):
             files=[ConfigFile(path=render.ALERTMANAGER_CONFIG, content=alertmanager_config)],
         )
 
-        volume = docker.Volume(f"{name}-prometheus-data", name=f"{args.prefix}-prometheus-data",
-                               opts=retained(args.keeps_data, self, args.provider))
+        volume = docker.Volume(f"{name}-prometheus-data", name=f"{args.placement.prefix}-prometheus-data",
+                               opts=retained(args.keeps_data, self, args.placement.provider))
         prometheus_files = [
             ConfigFile(path=f"{render.CONFIG_DIR}/prometheus.yml", content=render.render_prometheus_config(
-                catalog, scrape_interval_s=config.scrape_interval_s, stack=args.prefix, kubernetes=args.kubernetes)),
+                catalog, scrape_interval_s=config.scrape_interval_s, stack=args.placement.prefix, kubernetes=args.kubernetes)),
             ConfigFile(path=f"{render.CONFIG_DIR}/rules.yml",
                        content=render.render_alert_rules(config.thresholds, backup=args.backup)),
         ]
