@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import pulumi
-import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
 from components.container import ContainerService, ContainerServiceArgs, Placement

@@ -18,7 +18,7 @@ from components.container import ConfigFile, ContainerService, ContainerServiceA
 from components.host import HostShell
 from components.postgres_init import AppDatabase, MonitorRole, postgres_command, render_init_sql
 from components.secrets import generated_password
-from components.spec import InputStr, ServiceSpec
+from components.spec import ServiceSpec
 
 DATA_DIR = "/var/lib/postgresql/data"
 INIT_SQL = "/docker-entrypoint-initdb.d/10-apps.sql"

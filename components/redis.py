@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from components.container import ContainerService, ContainerServiceArgs, Placement, VolumeMount, retained
 from components.secrets import generated_password
-from components.spec import InputStr, ServiceSpec
+from components.spec import ServiceSpec
 
 
 def redis_command(memory_mb: int) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import pulumi
-import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
 from components.container import ConfigFile, ContainerService, ContainerServiceArgs, Placement

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from components.container import ConfigFile, ContainerService, ContainerServiceArgs, Placement, VolumeMount, retained
 from components.logging import render
 from components.logging.settings import LoggingConfig
-from components.spec import Catalog, InputStr, ServiceSpec
+from components.spec import Catalog, ServiceSpec
 
 LOKI_SERVICES = ("loki", "promtail")
 ELK_SERVICES = ("elasticsearch", "logstash", "kibana", "filebeat")
