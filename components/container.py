@@ -71,7 +71,6 @@ class ContainerServiceArgs(BaseModel):
     shm_size_mb: int | None = None
     # "host" for an agent that reports on the host's processes (node exporter).
     pid_mode: Literal["host"] | None = None
-    wait_healthy: bool = True
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -167,7 +166,8 @@ class ContainerService(pulumi.ComponentResource):
                         docker.ContainerLabelArgs(label="coderz.service", value=spec.name),
                         docker.ContainerLabelArgs(label="coderz.config-digest", value=files_digest),
                     ],
-                    wait=args.wait_healthy,
+                    # others depend on it: `pulumi up` moves on only once it is healthy
+                    wait=True,
                     wait_timeout=max(60, health.start_period_s + health.retries * health.interval_s),
                     opts=pulumi.ResourceOptions.merge(
                         child,
