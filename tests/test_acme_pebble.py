@@ -152,9 +152,17 @@ def worker_gid() -> int:
     return 65534 if os.geteuid() == 0 else os.getgid()
 
 
-def acme_gateway(store: Path, webroot: Path):
+def acme_gateway(store: Path, webroot: Path, **overrides):
     return gateway((), tls_pem_path=str(store / "live" / "gateway.pem"), acme_webroot=str(webroot),
-                   domain=DOMAIN, tls_check_interval_s=1, redis_port=free_port(), resolver="127.0.0.1")
+                   domain=DOMAIN, tls_check_interval_s=1, redis_port=free_port(), resolver="127.0.0.1", **overrides)
+
+
+def replace(path: Path, text: str) -> None:
+    """As the sidecar publishes: a new file renamed over the old one."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o644)
+    tmp.rename(path)
 
 
 def leaf_pem(folder: Path, name: str) -> str:
@@ -173,7 +181,8 @@ def test_gateway_starts_without_a_certificate_serves_challenges_and_picks_certif
     (webroot / ".well-known" / "acme-challenge").mkdir(parents=True)
     live = store / "live" / "gateway.pem"
     try:
-        with acme_gateway(store, webroot) as gw:
+        # one worker: each worker keeps its own certificate, and this test must know which it asks
+        with acme_gateway(store, webroot, worker_processes=1) as gw:
             https_port = gw.args.https_port
             wait_for_port(https_port)
             assert gw.get("/health")[0] == 200
@@ -195,9 +204,7 @@ def test_gateway_starts_without_a_certificate_serves_challenges_and_picks_certif
             plain.close()
 
             good = leaf_pem(folder, "first")
-            (folder / "garbage").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
-            live.write_text(good)
-            os.chmod(live, 0o644)
+            replace(live, good)
 
             def serial() -> int | None:
                 with contextlib.suppress(ssl.SSLError, OSError):
@@ -211,15 +218,15 @@ def test_gateway_starts_without_a_certificate_serves_challenges_and_picks_certif
 
             # a chain whose key is another certificate's, then garbage: both ignored
             other_key = leaf_pem(folder, "other").split("-----BEGIN PRIVATE KEY-----")[1]
-            live.write_text(good.split("-----BEGIN PRIVATE KEY-----")[0] + "-----BEGIN PRIVATE KEY-----" + other_key)
+            replace(live, good.split("-----BEGIN PRIVATE KEY-----")[0] + "-----BEGIN PRIVATE KEY-----" + other_key)
             time.sleep(1.5)
             assert serial() == first, gw.errors()
-            live.write_text((folder / "garbage").read_text())
+            replace(live, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
             time.sleep(1.5)
             assert serial() == first, gw.errors()
 
             second_pem = leaf_pem(folder, "second")
-            live.write_text(second_pem)
+            replace(live, second_pem)
             second = x509.load_pem_x509_certificate(second_pem.encode()).serial_number
             wait_until(lambda: serial() == second, 5, "the replacement is not served", gw.errors)
             errors = gw.errors()
