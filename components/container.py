@@ -66,6 +66,8 @@ class ContainerServiceArgs(BaseModel):
     files: Sequence[ConfigFile] = ()
     volumes: Sequence[VolumeMount] = ()
     command: Sequence[str] | None = None
+    # Replaces the image's entrypoint (a sidecar that runs a script around the image's binary).
+    entrypoint: Sequence[str] | None = None
     user: str | None = None
     build_context: Path | None = None
     shm_size_mb: int | None = None
@@ -132,6 +134,7 @@ class ContainerService(pulumi.ComponentResource):
                     image=image.image_id,
                     envs=list(args.envs),
                     command=list(args.command) if args.command else None,
+                    entrypoints=list(args.entrypoint) if args.entrypoint else None,
                     user=args.user,
                     uploads=uploads,
                     volumes=[

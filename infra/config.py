@@ -16,11 +16,13 @@ from typing import Any, Literal, Mapping
 import pulumi
 from pydantic import Field, ValidationError
 
+from components.gateway.acme import AcmeConfig
 from components.host import TargetConfig
 from components.logging.settings import LoggingConfig
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
 from components.spec import Frozen, Limits, PinnedImage
 from components.yamltext import load_yaml
+from infra.tls import check_gateway_tls
 
 PROJECT = "coderz"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,16 +44,28 @@ class PortsConfig(Frozen):
 
 
 class TlsConfig(Frozen):
-    """The gateway's certificate (public PEM); its key is the secret `tlsPrivateKey`."""
+    """A certificate set by hand: the PEM chain (leaf first); its key is the secret
+    `tlsPrivateKey`. Both are parsed before anything is deployed (infra/tls.py)."""
 
     certificate: str = Field(min_length=1)
 
 
 class GatewayConfig(Frozen):
+    """The gateway. With a `domain` it serves HTTPS, its certificate from ACME (`acme`, the
+    default) or set by hand (`tls`); infra/tls.py checks the choice."""
+
     domain: str | None = None
     rate_limit_rps: int = Field(default=20, ge=1)
     rate_limit_burst: int = Field(default=40, ge=0)
     tls: TlsConfig | None = None
+    acme: AcmeConfig | None = None
+
+    @property
+    def tls_mode(self) -> Literal["acme", "manual"] | None:
+        """Where the certificate comes from; None for plain HTTP."""
+        if self.tls is not None:
+            return "manual"
+        return "acme" if self.acme is not None else None
 
 
 class ApiConfig(Frozen):
@@ -169,10 +183,10 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
         raise _error(stack, f"{PROJECT}:environment", f"says {config.environment!r} in stack {stack!r}")
     if config.target.kind == "ssh" and "sshPrivateKey" not in secrets:
         raise _error(stack, f"{PROJECT}:sshPrivateKey", "an ssh target needs a key (pulumi config set --secret sshPrivateKey)")
-    if config.gateway.tls and "tlsPrivateKey" not in secrets:
-        raise _error(stack, f"{PROJECT}:tlsPrivateKey", "gateway.tls needs its key (pulumi config set --secret tlsPrivateKey)")
-    if config.gateway.tls and config.ports.https is None:
-        raise _error(stack, f"{PROJECT}:ports.https", "gateway.tls needs an https port")
+    tls_problem = check_gateway_tls(config, secrets)
+    if tls_problem:
+        key, message = tls_problem
+        raise _error(stack, f"{PROJECT}:{key}", message)
     if config.smtp and config.smtp.user and "smtpPassword" not in secrets:
         raise _error(stack, f"{PROJECT}:smtpPassword", "smtp.user needs a password (pulumi config set --secret smtpPassword)")
     return config, secrets

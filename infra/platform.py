@@ -96,6 +96,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             redis_password=redis.password,
             domain=config.gateway.domain,
             tls=GatewayTls(certificate=tls.certificate, private_key=stack.secrets.tls_private_key) if tls else None,
+            acme=config.gateway.acme,
+            keep_data=config.keeps_data,
             public_https_port=config.ports.https or 443,
             rate_limit_rps=config.gateway.rate_limit_rps,
             rate_limit_burst=config.gateway.rate_limit_burst,
@@ -158,7 +160,7 @@ def gateway_public_url(stack: Stack) -> str | None:
     config = stack.config
     if not config.gateway.domain:
         return None
-    if config.gateway.tls:
+    if config.gateway.tls_mode:
         https = config.ports.https or 443
         return f"https://{config.gateway.domain}" + ("" if https == 443 else f":{https}")
     return f"http://{config.gateway.domain}" + ("" if config.ports.http == 80 else f":{config.ports.http}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from components.gateway.acme import AcmeRender, acme_spec, render_acme_script
 from components.host import INSTALL_DOCKER, firewall_script
 from components.logging.render import render_es_setup_script
 from components.redis import redis_command
@@ -35,9 +36,13 @@ def generated_scripts() -> dict[str, tuple[str, str]]:
         "firewall": ("sh", firewall_script(2222, (80, 443, 8088))),
         "es-setup": ("sh", render_es_setup_script()),
         "redis-command": ("sh", redis_command(256)[2]),
+        "acme-loop": ("sh", render_acme_script(AcmeRender(
+            domain="coderz.example", email="ops@coderz.example", directory_url="https://ca.example/dir",
+            probe_url="http://gateway:8080/.well-known/acme-challenge"))),
     }
     for stack in STACKS:
-        for service in declare_services(stack_file_config(stack)).services:
+        catalog = declare_services(stack_file_config(stack))
+        for service in (*catalog.services, acme_spec(catalog.get("gateway"))):
             test = service.health.test
             if test[0] == "CMD-SHELL":
                 scripts[f"{service.name} health"] = ("sh", test[1])
@@ -52,7 +57,8 @@ SCRIPTS = generated_scripts()
 
 
 def test_the_generated_set_covers_the_shell_health_checks():
-    assert {"postgres health", "redis health", "dotnet-api health", "promtail health"} <= set(SCRIPTS)
+    assert {"postgres health", "redis health", "dotnet-api health", "promtail health", "gateway-acme health",
+            "acme-loop"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))

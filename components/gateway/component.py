@@ -14,6 +14,7 @@ import pulumi
 from pydantic import BaseModel, ConfigDict
 
 from components.container import ConfigFile, ContainerService, ContainerServiceArgs, Placement
+from components.gateway.acme import GATEWAY_STORE, GATEWAY_WEBROOT, LIVE_PEM, Acme, AcmeArgs, AcmeConfig
 from components.gateway.render import (
     CONF_PATH,
     LUA_DIR,
@@ -43,6 +44,9 @@ class GatewayArgs(BaseModel):
     redis_password: InputStr
     domain: str | None = None
     tls: GatewayTls | None = None
+    # A certificate from an ACME CA (a sidecar, components/gateway/acme.py) instead of `tls`.
+    acme: AcmeConfig | None = None
+    keep_data: bool = False
     public_https_port: int = 443
     rate_limit_rps: int = 20
     rate_limit_burst: int = 40
@@ -64,6 +68,8 @@ def gateway_render(args: GatewayArgs) -> GatewayRender:
         domain=args.domain,
         tls_cert_path=TLS_CERT_PATH if args.tls else None,
         tls_key_path=TLS_KEY_PATH if args.tls else None,
+        tls_pem_path=f"{GATEWAY_STORE}/{LIVE_PEM}" if args.acme else None,
+        acme_webroot=GATEWAY_WEBROOT if args.acme else None,
         rate_limit_rps=args.rate_limit_rps,
         rate_limit_burst=args.rate_limit_burst,
         # One worker per CPU the container may use; the limit is often below one CPU.
@@ -72,7 +78,8 @@ def gateway_render(args: GatewayArgs) -> GatewayRender:
 
 
 class Gateway(pulumi.ComponentResource):
-    """Owns the gateway container, its config files and its TLS material."""
+    """Owns the gateway container, its config files and its TLS material: a certificate set by
+    hand, or the ACME sidecar (`Acme`) whose volumes it mounts read-only."""
 
     url: pulumi.Output[str]
     routes: pulumi.Output[list[str]]
@@ -88,6 +95,17 @@ class Gateway(pulumi.ComponentResource):
                 ConfigFile(path=TLS_CERT_PATH, content=args.tls.certificate),
                 ConfigFile(path=TLS_KEY_PATH, content=pulumi.Output.secret(args.tls.private_key)),
             ]
+        volumes = []
+        if args.acme:
+            if not args.domain:
+                raise ValueError("ACME needs the gateway's domain")
+            self.acme = Acme(
+                f"{name}-acme",
+                AcmeArgs(config=args.acme, domain=args.domain, gateway=spec, placement=args.placement,
+                         keep_data=args.keep_data),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            volumes = self.acme.gateway_mounts
         self.service = ContainerService(
             name,
             ContainerServiceArgs(
@@ -95,11 +113,12 @@ class Gateway(pulumi.ComponentResource):
                 placement=args.placement,
                 envs=[pulumi.Output.secret(pulumi.Output.concat(f"{REDIS_PASSWORD_ENV}=", args.redis_password))],
                 files=files,
+                volumes=volumes,
                 depends_on=args.depends_on,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        scheme, port = ("https", args.public_https_port) if args.tls else ("http", spec.public_ports[0].host)
+        scheme, port = ("https", args.public_https_port) if args.tls or args.acme else ("http", spec.public_ports[0].host)
         host = args.domain or "localhost"
         default_port = {"http": 80, "https": 443}[scheme]
         self.url = pulumi.Output.from_input(f"{scheme}://{host}" + ("" if port == default_port else f":{port}"))

@@ -72,6 +72,11 @@ class GatewayRender(Frozen):
     metrics_port: int = Field(default=9145, ge=1, le=65535)
     tls_cert_path: str | None = Field(default=None, pattern=_PATH)
     tls_key_path: str | None = Field(default=None, pattern=_PATH)
+    # ACME: one PEM file (chain, then key) that the gateway reads at handshake time
+    # (gateway_tls.lua), and the webroot whose HTTP-01 tokens it serves on the HTTP port.
+    tls_pem_path: str | None = Field(default=None, pattern=_PATH)
+    tls_check_interval_s: int = Field(default=60, ge=1, le=3600)
+    acme_webroot: str | None = Field(default=None, pattern=_PATH)
     domain: str | None = Field(default=None, pattern=_HOST)
     hsts_max_age_s: int = Field(default=31_536_000, ge=0)
 
@@ -104,6 +109,10 @@ class GatewayRender(Frozen):
     def _consistent(self) -> "GatewayRender":
         if (self.tls_cert_path is None) != (self.tls_key_path is None):
             raise ValueError("TLS needs both tls_cert_path and tls_key_path")
+        if self.tls_cert_path is not None and self.tls_pem_path is not None:
+            raise ValueError("TLS comes from fixed files or from the ACME volume, not both")
+        if self.acme_webroot is not None and self.tls_pem_path is None:
+            raise ValueError("an ACME webroot goes with the ACME certificate (tls_pem_path)")
         names = [r.name for r in self.routes]
         prefixes = [r.path_prefix for r in self.routes]
         if len(set(names)) != len(names) or len(set(prefixes)) != len(prefixes):
@@ -114,7 +123,7 @@ class GatewayRender(Frozen):
 
     @property
     def tls(self) -> bool:
-        return self.tls_cert_path is not None
+        return self.tls_cert_path is not None or self.tls_pem_path is not None
 
     @property
     def resolver_host(self) -> str:
