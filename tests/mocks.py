@@ -202,4 +202,7 @@ def plaintext_leaks(registrations: list[Registration], secret_values: set[str]) 
 def generated_secrets(monitor: RecordingMonitor) -> set[str]:
     """The values the mocks handed out for generated passwords, plus the operator's secrets."""
     values = {f"generated-{r.name}" for r in monitor.of_type("RandomPassword")}
+    # private keys made by pulumi-tls, and tokens the cluster hands out
+    values |= {f"mock-{r.name}" + "\n" for r in monitor.of_type("tls:index/privateKey:PrivateKey")}
+    values |= {f"mock-token-{r.name}" for r in monitor.of_type("kubernetes:core/v1:Secret")}
     return values | set(TEST_SECRETS.values())
