@@ -143,12 +143,7 @@ class K3sWorkloads(pulumi.ComponentResource):
             rbac.PolicyRuleArgs(api_groups=["batch"], resources=["cronjobs", "jobs"], verbs=["list", "watch"]),
             rbac.PolicyRuleArgs(api_groups=["policy"], resources=["poddisruptionbudgets"], verbs=["list", "watch"]),
         ], opts=self._child)
-        rbac.ClusterRoleBinding(
-            f"{name}-ksm-binding", metadata=meta(name=KSM),
-            role_ref=rbac.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=KSM),
-            subjects=[rbac.SubjectArgs(kind="ServiceAccount", name=KSM, namespace=NAMESPACE)],
-            opts=pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(depends_on=[account, role])),
-        )
+        self._bind(f"{name}-ksm-binding", KSM, depends_on=[account, role])
         security = _restricted(65534)
         k8s.apps.v1.Deployment(
             f"{name}-ksm",
@@ -185,22 +180,26 @@ class K3sWorkloads(pulumi.ComponentResource):
             opts=self._after_namespace,
         )
 
+    def _bind(self, resource_name: str, account: str, *, depends_on: list[pulumi.Resource]) -> None:
+        """Grant the ClusterRole named `account` to the ServiceAccount of the same name."""
+        rbac.ClusterRoleBinding(
+            resource_name, metadata=meta(name=account),
+            role_ref=rbac.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=account),
+            subjects=[rbac.SubjectArgs(kind="ServiceAccount", name=account, namespace=NAMESPACE)],
+            opts=pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(depends_on=depends_on)),
+        )
+
     def _monitor(self, name: str) -> pulumi.Output[str]:
         """A ServiceAccount that can read the API server's metrics, nodes and deployments, and
         a long-lived token for it (a service-account-token Secret the control plane fills)."""
         account = core.ServiceAccount(f"{name}-monitor-account", metadata=meta(name=MONITOR, namespace=NAMESPACE),
                                       automount_service_account_token=False, opts=self._after_namespace)
-        rbac.ClusterRole(f"{name}-monitor-role", metadata=meta(name=MONITOR), rules=[
+        role = rbac.ClusterRole(f"{name}-monitor-role", metadata=meta(name=MONITOR), rules=[
             rbac.PolicyRuleArgs(non_resource_urls=["/metrics", "/readyz", "/livez"], verbs=["get"]),
             rbac.PolicyRuleArgs(api_groups=[""], resources=["nodes", "pods"], verbs=["get", "list"]),
             rbac.PolicyRuleArgs(api_groups=["apps"], resources=["deployments"], verbs=["get", "list"]),
         ], opts=self._child)
-        rbac.ClusterRoleBinding(
-            f"{name}-monitor-binding", metadata=meta(name=MONITOR),
-            role_ref=rbac.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=MONITOR),
-            subjects=[rbac.SubjectArgs(kind="ServiceAccount", name=MONITOR, namespace=NAMESPACE)],
-            opts=self._child,
-        )
+        self._bind(f"{name}-monitor-binding", MONITOR, depends_on=[account, role])
         token_secret = core.Secret(
             f"{name}-monitor-token",
             metadata=meta(name=f"{MONITOR}-token", namespace=NAMESPACE,
