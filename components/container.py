@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import pulumi
 import pulumi_docker as docker
@@ -73,6 +73,9 @@ class ContainerServiceArgs(BaseModel):
     shm_size_mb: int | None = None
     # "host" for an agent that reports on the host's processes (node exporter).
     pid_mode: Literal["host"] | None = None
+    # k3s runs its own containers, cgroups and iptables: it needs a privileged container.
+    privileged: bool = False
+    tmpfs: Mapping[str, str] = {}
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -161,6 +164,8 @@ class ContainerService(pulumi.ComponentResource):
                     memory=spec.limits.memory_mb,
                     shm_size=args.shm_size_mb,
                     pid_mode=args.pid_mode,
+                    privileged=args.privileged or None,
+                    tmpfs=dict(args.tmpfs) or None,
                     cpus=f"{spec.limits.cpus:g}",
                     log_driver="json-file",
                     log_opts=LOG_OPTS,

@@ -44,8 +44,14 @@ INSTALL_DOCKER = (
 )
 
 
-def firewall_script(ssh_port: int, open_ports: Sequence[int]) -> str:
-    """ufw rules: everything incoming denied but SSH, web and the published ports. Idempotent."""
+# Docker's default address pools for bridge networks: where the stack's containers come from
+# when they reach a service on the host itself.
+DOCKER_BRIDGES = "172.16.0.0/12"
+
+
+def firewall_script(ssh_port: int, open_ports: Sequence[int], bridge_ports: Sequence[int] = ()) -> str:
+    """ufw rules: everything incoming denied but SSH, web and the published ports; `bridge_ports`
+    (host services the stack's containers use, such as k3s) only from Docker's bridges. Idempotent."""
     allowed = sorted({ssh_port, 80, 443, *open_ports})
     lines = [
         "set -eu",
@@ -53,6 +59,7 @@ def firewall_script(ssh_port: int, open_ports: Sequence[int]) -> str:
         "sudo -n ufw default deny incoming",
         "sudo -n ufw default allow outgoing",
         *[f"sudo -n ufw allow {port}/tcp" for port in allowed],
+        *[f"sudo -n ufw allow proto tcp from {DOCKER_BRIDGES} to any port {port}" for port in sorted(set(bridge_ports))],
         "sudo -n ufw --force enable",
     ]
     return "; ".join(lines)
@@ -95,6 +102,8 @@ class DockerHostArgs(BaseModel):
     target: TargetConfig
     prefix: str
     public_ports: tuple[int, ...]
+    # Ports of services on the host itself that the stack's containers reach (never public).
+    bridge_ports: tuple[int, ...] = ()
     ssh_private_key: InputStr | None = None
 
 
@@ -106,6 +115,8 @@ class DockerHost(pulumi.ComponentResource):
     docker_host: pulumi.Output[str]
     shell: HostShell
     placement: Placement
+    # The private key file the program's own ssh clients use (SSH targets only).
+    ssh_key_path: str | None = None
 
     def __init__(self, name: str, args: DockerHostArgs, *, opts: pulumi.ResourceOptions | None = None):
         super().__init__("coderz:host:DockerHost", name, None, opts)
@@ -115,7 +126,7 @@ class DockerHost(pulumi.ComponentResource):
 
         if target.kind == "ssh":
             assert target.host and args.ssh_private_key is not None  # guaranteed by config validation
-            key_path = f"~/.ssh/{args.prefix}.key"
+            key_path = self.ssh_key_path = f"~/.ssh/{args.prefix}.key"
             key_file = command.local.Command(
                 f"{name}-ssh-key",
                 create=f"mkdir -p ~/.ssh && umask 077 && cat > {key_path}",
@@ -133,7 +144,7 @@ class DockerHost(pulumi.ComponentResource):
                 triggers=[hashlib.sha256(INSTALL_DOCKER.encode()).hexdigest()],
                 opts=child,
             )
-            rules = firewall_script(target.port, args.public_ports)
+            rules = firewall_script(target.port, args.public_ports, args.bridge_ports)
             firewall = command.remote.Command(
                 f"{name}-firewall",
                 connection=connection,

@@ -80,6 +80,10 @@ class Route(Frozen):
     cache_ttl_s: int = Field(default=0, ge=0, le=86_400)
     # APIs see their own paths (/health), UIs that know their sub-path (Grafana) keep it.
     strip_prefix: bool = True
+    # Where the gateway sends the route when it is not the service's own alias and port (a
+    # Kubernetes NodePort on the k3s server; the host's address for a k3s on the host).
+    upstream_host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+    upstream_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("path_prefix")
     @classmethod
@@ -96,7 +100,7 @@ class PublicPort(Frozen):
     container: int = Field(ge=1, le=65535)
 
 
-Tier = Literal["edge", "app", "data", "monitoring", "logging", "orchestration"]
+Tier = Literal["edge", "app", "data", "monitoring", "logging", "orchestration", "kubernetes"]
 
 
 class ServiceSpec(Frozen):

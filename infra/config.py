@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError
 
 from components.gateway.acme import AcmeConfig
 from components.host import TargetConfig
+from components.k3s.settings import K3sConfig
 from components.logging.settings import LoggingConfig
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
 from components.spec import Frozen, Limits, PinnedImage
@@ -103,6 +104,7 @@ class StackConfig(Frozen):
     monitoring: MonitoringConfig = MonitoringConfig()
     logging: LoggingConfig = LoggingConfig()
     smtp: SmtpConfig | None = None
+    k3s: K3sConfig = K3sConfig()
     # Per-service overrides of the limits declared in the catalog, by service name.
     limits: dict[str, Limits] = {}
 

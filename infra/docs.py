@@ -23,6 +23,7 @@ TIER_TITLES = {
     "monitoring": "Monitoring",
     "logging": "Logging",
     "orchestration": "Orchestration",
+    "kubernetes": "Kubernetes",
 }
 
 

@@ -10,13 +10,17 @@ import pulumi
 from components.api import Api, ApiArgs, Database, RedisEndpoint
 from components.gateway.component import Gateway, GatewayArgs, GatewayTls
 from components.host import DockerHost, DockerHostArgs
+from components.k3s.cluster import K3sCluster, K3sClusterArgs
+from components.k3s.workloads import K3sWorkloads, K3sWorkloadsArgs
 from components.logging.component import Logging, LoggingArgs
 from components.monitoring.component import Monitoring, MonitoringArgs
+from components.monitoring.render import KubernetesTargets
 from components.postgres import Postgres, PostgresArgs, database_name
 from components.redis import Redis, RedisArgs
 from components.spec import Catalog
-from infra.catalog import PYAPI_SOURCE, declare_services
+from infra.catalog import PYAPI_SOURCE, declare_services, loopback_port
 from infra.config import Stack
+from infra.services_kubernetes import K3S_API_PORT
 from infra.services_logging import GATEWAY_INDEX_PATTERN
 
 API_FLAVOURS = {"dotnet-api": "dotnet", "python-api": "python"}
@@ -45,6 +49,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             target=config.target,
             prefix=prefix,
             public_ports=catalog.public_ports(),
+            bridge_ports=host_bridge_ports(stack),
             ssh_private_key=stack.secrets.ssh_private_key,
         ),
     )
@@ -125,6 +130,20 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
         "kibana_url": logging.kibana_url,
     }
 
+    kubernetes, kubernetes_token = None, None
+    if config.k3s.enabled:
+        cluster, workloads = build_kubernetes(stack, catalog, host)
+        outputs.update(kubeconfig=cluster.kubeconfig, kubernetes_api=cluster.api_server)
+        # Prometheus reaches the cluster where the gateway does: the k3s alias, or the host's address.
+        k3s_spec = catalog.get("k3s")
+        in_network = k3s_spec.route.upstream_host or k3s_spec.name
+        kubernetes = KubernetesTargets(
+            api_server=f"{in_network}:{k3s_spec.port}",
+            kube_state_metrics=f"{in_network}:{config.k3s.kube_state_metrics_node_port}",
+            ca_certificate=cluster.ca_certificate,
+        )
+        kubernetes_token = workloads.monitor_token
+
     if config.monitoring.enabled:
         monitoring = Monitoring(
             "monitoring",
@@ -142,6 +161,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
                 elasticsearch_enabled=logging.elasticsearch_enabled,
                 elasticsearch_url=logging.elasticsearch_url or "http://elasticsearch:9200",
                 elasticsearch_index=GATEWAY_INDEX_PATTERN,
+                kubernetes=kubernetes,
+                kubernetes_token=kubernetes_token,
                 depends_on=[postgres, redis],
                 **shared,
             ),
@@ -153,6 +174,36 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             scrape_jobs=monitoring.scrape_jobs,
         )
     return outputs
+
+
+def host_bridge_ports(stack: Stack) -> tuple[int, ...]:
+    """What the stack's containers reach on the host itself: a k3s installed on an SSH target
+    (API for Prometheus, NodePorts for the gateway and Prometheus)."""
+    k3s = stack.config.k3s
+    if not (k3s.enabled and stack.config.target.kind == "ssh"):
+        return ()
+    return (K3S_API_PORT, k3s.web.node_port, k3s.kube_state_metrics_node_port)
+
+
+def build_kubernetes(stack: Stack, catalog: Catalog, host: DockerHost) -> tuple[K3sCluster, K3sWorkloads]:
+    """The k3s server (container or host install) and the workloads it runs."""
+    config = stack.config
+    cluster = K3sCluster(
+        "k3s",
+        K3sClusterArgs(
+            config=config.k3s,
+            spec=catalog.get("k3s"),
+            placement=host.placement,
+            target=config.target,
+            shell=host.shell,
+            keep_data=config.keeps_data,
+            local_port=loopback_port(config, "k3s"),
+            ssh_key_path=host.ssh_key_path,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=[host]),
+    )
+    workloads = K3sWorkloads("k3s-workloads", K3sWorkloadsArgs(config=config.k3s, provider=cluster.provider))
+    return cluster, workloads
 
 
 def gateway_public_url(stack: Stack) -> str | None:

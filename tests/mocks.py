@@ -6,6 +6,7 @@ a secret from plain text: `is_secret(value)`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -61,6 +62,15 @@ class Registration:
         return unwrap(self.inputs)
 
 
+# Computed PEM outputs of pulumi-tls resources: type -> (output field, PEM label).
+MOCK_PEM_OUTPUTS = {
+    "tls:index/privateKey:PrivateKey": ("privateKeyPem", "PRIVATE KEY"),
+    "tls:index/selfSignedCert:SelfSignedCert": ("certPem", "CERTIFICATE"),
+    "tls:index/certRequest:CertRequest": ("certRequestPem", "CERTIFICATE REQUEST"),
+    "tls:index/locallySignedCert:LocallySignedCert": ("certPem", "CERTIFICATE"),
+}
+
+
 class PlatformMocks(pulumi.runtime.Mocks):
     """Echo inputs back as outputs, plus the computed fields our code reads."""
 
@@ -68,6 +78,12 @@ class PlatformMocks(pulumi.runtime.Mocks):
         outputs = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = f"generated-{args.name}"
+        elif args.typ in MOCK_PEM_OUTPUTS:
+            field_name, label = MOCK_PEM_OUTPUTS[args.typ]
+            outputs[field_name] = f"-----BEGIN {label}-----\nmock-{args.name}\n-----END {label}-----\n"
+        elif args.typ == "kubernetes:core/v1:Secret" and args.resource_id:
+            # a read of a service-account-token Secret: the control plane has filled the token in
+            outputs["data"] = {"token": base64.b64encode(f"mock-token-{args.name}".encode()).decode()}
         elif args.typ == "docker:index/remoteImage:RemoteImage":
             outputs["imageId"] = "sha256:" + hashlib.sha256(str(args.inputs.get("name")).encode()).hexdigest()
         return [f"{args.name}-id", outputs]
@@ -186,4 +202,7 @@ def plaintext_leaks(registrations: list[Registration], secret_values: set[str]) 
 def generated_secrets(monitor: RecordingMonitor) -> set[str]:
     """The values the mocks handed out for generated passwords, plus the operator's secrets."""
     values = {f"generated-{r.name}" for r in monitor.of_type("RandomPassword")}
+    # private keys made by pulumi-tls, and tokens the cluster hands out
+    values |= {f"mock-{r.name}" + "\n" for r in monitor.of_type("tls:index/privateKey:PrivateKey")}
+    values |= {f"mock-token-{r.name}" for r in monitor.of_type("kubernetes:core/v1:Secret")}
     return values | set(TEST_SECRETS.values())

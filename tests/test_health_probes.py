@@ -135,6 +135,9 @@ HEALTH: dict[str, Health] = {
                      ok=(200, kibana_status("available")), down=(503, kibana_status("unavailable"))),
     "filebeat": Health(5066, "/", "Filebeat's HTTP endpoint (http.enabled, port 5066) answers / with the beat's info",
                        "stub", ok=(200, _json({"beat": "filebeat", "name": "filebeat", "version": services_logging.ELASTIC_VERSION}))),
+    "k3s": Health(6443, None, "kubectl inside the rancher/k3s image reads the server's admin kubeconfig "
+                  "(https://127.0.0.1:6443); /readyz answers 200 'ok' once the API server is ready", "k3s",
+                  ok=(200, b"ok"), down=(500, b"[-]etcd failed: reason withheld\nreadyz check failed")),
 }
 
 # Probes found wrong: (service, test) -> why. Each is an xfail(strict=True) until the declaration
@@ -389,6 +392,30 @@ def stand_in(case: Case, mode: str) -> Iterator[Target]:
         with redis_server(REDIS_PASSWORD) as port:
             password = REDIS_PASSWORD if mode == "healthy" else "not-the-password"
             yield Target(port, {"REDIS_PASSWORD": password}, redis_port=port)
+        return
+    if kind == "k3s":
+        # kubectl finds the API through its kubeconfig: one pointing at the stand-in.
+        folder = scratch_dir("probe-k3s-")
+        def kubeconfig(port: int) -> dict[str, str]:
+            path = folder / "kubeconfig"
+            path.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: k3s, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
+users: [{{name: admin, user: {{}}}}]
+contexts: [{{name: k3s, context: {{cluster: k3s, user: admin}}}}]
+current-context: k3s
+""")
+            return {"KUBECONFIG": str(path)}
+        try:
+            if mode == "nothing-listening":
+                port = free_port()
+                yield Target(port, kubeconfig(port))
+                return
+            with stub(only_on("/readyz", health.ok if mode == "healthy" else health.down)) as server:
+                port = server.server_address[1]
+                yield Target(port, kubeconfig(port))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         return
     if mode == "nothing-listening":
         yield Target(free_port())

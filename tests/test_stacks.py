@@ -113,11 +113,15 @@ def test_loopback_port_blocks_of_the_stacks_do_not_overlap():
 def test_ssh_stacks_bootstrap_docker_and_the_firewall_with_only_published_ports():
     monitor, outputs = deployed("prod")
     commands = {r.name: r.plain for r in monitor.of_type("command:remote:Command")}
-    assert set(commands) == {"host-install-docker", "host-firewall", "postgres-apply-roles"}
+    assert set(commands) == {"host-install-docker", "host-firewall", "postgres-apply-roles", "k3s-install"}
     firewall = commands["host-firewall"]["create"]
     assert "ufw default deny incoming" in firewall
-    allowed = {int(part.split("/")[0]) for part in firewall.split("ufw allow ")[1:]}
+    rules = [part.split(";")[0].strip() for part in firewall.split("ufw allow ")[1:]]
+    allowed = {int(rule.split("/")[0]) for rule in rules if not rule.startswith("proto")}
     assert allowed == {22, 80, 443}
+    # k3s on the host: its API and NodePorts only from Docker's bridges, never from the world
+    assert {rule for rule in rules if rule.startswith("proto")} == {
+        f"proto tcp from 172.16.0.0/12 to any port {port}" for port in (6443, 30080, 30081)}
     assert commands["host-firewall"]["triggers"], "re-run only when the rules change"
     (provider,) = monitor.of_type("pulumi:providers:docker")
     assert provider.plain["host"] == "ssh://deploy@prod.coderz.example:22"

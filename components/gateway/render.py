@@ -139,8 +139,8 @@ def routes_from_catalog(catalog: Catalog) -> tuple[GatewayRoute, ...]:
     return tuple(
         GatewayRoute(
             name=service.name,
-            host=service.name,
-            port=service.port,
+            host=service.route.upstream_host or service.name,
+            port=service.route.upstream_port or service.port,
             path_prefix=service.route.path_prefix,
             cache_ttl_s=service.route.cache_ttl_s,
             strip_prefix=service.route.strip_prefix,

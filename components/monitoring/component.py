@@ -172,7 +172,7 @@ class Monitoring(pulumi.ComponentResource):
             ConfigFile(path=f"{GRAFANA_PROVISIONING}/datasources/coderz.yml", content=datasources),
             ConfigFile(path=f"{GRAFANA_PROVISIONING}/dashboards/coderz.yml", content=render.render_grafana_dashboard_provider()),
             *(ConfigFile(path=f"{render.GRAFANA_DASHBOARDS_DIR}/{file}", content=text)
-              for file, text in render.dashboards().items()),
+              for file, text in render.dashboards(kubernetes=args.kubernetes is not None).items()),
         ]
         grafana = run(
             "grafana",

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from pydantic import Field
 
 from components.monitoring.settings import AlertThresholds, SmtpConfig
-from components.spec import Catalog, Frozen
+from components.spec import Catalog, Frozen, InputStr
 from components.yamltext import dump_yaml
 
 CONFIG_DIR = "/etc/prometheus"
@@ -36,7 +36,8 @@ class KubernetesTargets(Frozen):
 
     api_server: str = Field(pattern=r"^[^\s/:]+:\d+$")
     kube_state_metrics: str | None = Field(default=None, pattern=r"^[^\s/:]+:\d+$")
-    ca_certificate: str | None = None
+    # PEM text, or the Output of one (the cluster's CA is made by the program).
+    ca_certificate: InputStr | None = None
 
 
 class BackupCheck(Frozen):
@@ -288,10 +289,17 @@ def render_grafana_dashboard_provider(path: str = GRAFANA_DASHBOARDS_DIR) -> str
     }]})
 
 
-def dashboards() -> dict[str, str]:
-    """The dashboards shipped in dashboards/*.json, file name -> JSON text (checked to parse)."""
+# Dashboards of optional parts, shipped only to stacks that have them.
+KUBERNETES_DASHBOARD = "kubernetes.json"
+
+
+def dashboards(*, kubernetes: bool = True) -> dict[str, str]:
+    """The dashboards shipped in dashboards/*.json, file name -> JSON text (checked to parse);
+    without `kubernetes` the cluster's dashboard is left out."""
     found = {}
     for path in sorted(DASHBOARDS_SOURCE.glob("*.json")):
+        if path.name == KUBERNETES_DASHBOARD and not kubernetes:
+            continue
         text = path.read_text()
         json.loads(text)
         found[path.name] = text
