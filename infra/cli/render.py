@@ -11,8 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from infra.cli import EXIT_OK, CliError, engine
-from infra.cli.report import analyse, section
+from infra.cli import EXIT_OK, CliError
 
 MARKER = re.compile(r"[a-z][a-z0-9-]{0,40}")
 
@@ -55,6 +54,8 @@ def _at(commit: str) -> str:
 
 def render(stack: str, marker: str, drift: dict | None, preview: dict | None, *, base: str = "", head: str = "",
            with_preview: bool = True) -> str:
+    from infra.cli.report import analyse, section
+
     failed = "not available: the check failed (see the workflow run's log)\n"
     parts = [marker_line(marker, stack), f"## Pulumi stack `{stack}`", ""]
     title = f"Drift: deployed code{_at(base)} against the live host"
@@ -67,7 +68,9 @@ def render(stack: str, marker: str, drift: dict | None, preview: dict | None, *,
 
 
 def handle(args: argparse.Namespace) -> int:
-    if not engine.STACK_NAME.fullmatch(args.stack):
+    from infra.cli.engine import STACK_NAME
+
+    if not STACK_NAME.fullmatch(args.stack):
         raise CliError(f"invalid stack name {args.stack!r}")
     if not MARKER.fullmatch(args.marker):
         raise CliError(f"invalid marker {args.marker!r}: lowercase letters, digits and '-'")

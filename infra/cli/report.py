@@ -94,7 +94,7 @@ def analyse(digest: dict[str, Any], *, all_drift: bool) -> Report:
     drift: list[Item] = []
     changes: list[Item] = []
     ignored_fields: list[Ignored] = []
-    same_steps = 0
+    same_steps = reclassified = 0
     for step in steps:
         op, urn = str(step.get("op", "")), str(step.get("urn", ""))
         if op in REPLACEMENT_PARTS:
@@ -111,20 +111,28 @@ def analyse(digest: dict[str, Any], *, all_drift: bool) -> Report:
                 kept.append(change)
             else:
                 ignored_fields.append(Ignored(item.name, change, entry))
-        if op == "same" or (op in ("update", "refresh") and not kept):
+        if op == "same":
             same_steps += 1
+            continue
+        if op in ("update", "refresh") and not kept:
+            reclassified += 1  # only ignored fields differ: the resource is unchanged
             continue
         item = dataclasses.replace(item, changes=tuple(kept))
         counts[op] += 1
         (drift if all_drift or op == "refresh" else changes).append(item)
     summary_same = (digest.get("changeSummary") or {}).get("same")
-    counts["same"] = max(int(summary_same or 0), same_steps)
+    counts["same"] = (same_steps if summary_same is None else int(summary_same)) + reclassified
     diagnostics = tuple(
-        f"{d.get('severity', 'info')}: {mask_text(str(d.get('message', '')).strip())[:300]}"
+        f"{d['severity']}: {mask_text(_unprefixed(str(d.get('message', '')), d['severity']))[:300]}"
         for d in digest.get("diagnostics") or []
         if isinstance(d, dict) and d.get("severity") in ("error", "warning")
     )
     return Report(dict(counts), tuple(drift), tuple(changes), tuple(ignored_fields), diagnostics)
+
+
+def _unprefixed(message: str, severity: str) -> str:
+    message = message.strip()
+    return message[len(severity) + 1:].strip() if message.lower().startswith(severity + ":") else message
 
 
 def _item(step: dict[str, Any], op: str) -> Item:
@@ -262,7 +270,7 @@ def items_markdown(items: Iterable[Item], budget: list[int]) -> list[str]:
 def ignored_markdown(report: Report) -> list[str]:
     if not report.ignored:
         return []
-    lines = ["<details><summary>Ignored: fields the Docker daemon fills in (not drift)</summary>", ""]
+    lines = ["", "<details><summary>Ignored: fields the Docker daemon fills in (not drift)</summary>", ""]
     for entry in report.ignored:
         lines.append(f"- **{entry.name}** `{entry.change.path}`: {entry.entry.reason} ([why]({entry.entry.link}))")
     return lines + ["", "</details>"]

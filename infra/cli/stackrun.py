@@ -6,8 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from infra.cli import EXIT_FAILED, CliError, engine
-from infra.cli.report import Report, analyse, section, summary_line
+from typing import TYPE_CHECKING
+
+from infra.cli import EXIT_FAILED, CliError
+
+if TYPE_CHECKING:
+    from infra.cli.engine import Preview
+    from infra.cli.report import Report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +28,12 @@ def _writable(path: Path | None, option: str) -> None:
         raise CliError(f"{option} {path}: folder {path.parent} does not exist")
 
 
-def run(args: argparse.Namespace, *, refresh: bool, expect_no_changes: bool, drift: bool) -> tuple[engine.Preview, Report]:
+def run(args: argparse.Namespace, *, refresh: bool, expect_no_changes: bool, drift: bool) -> tuple[Preview, Report]:
     """Check everything, preview, then write the JSON and the report; nothing is written on a refusal."""
+    # imported here: `coderz --help` should not pay for the engine and the program's models
+    from infra.cli import engine
+    from infra.cli.report import analyse, section, summary_line
+
     work_dir = (args.work_dir or engine.find_project(Path.cwd())).resolve()
     engine.stack_file(args.stack, work_dir)
     _writable(args.json, "--json")
