@@ -34,7 +34,7 @@ SECRET_KEYS = frozenset(
 )
 SECRET_ENV_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
 ENV_ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$", re.DOTALL)
-URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^@\s/]+@")
+URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^@\s/]+@")
 # Steps that are parts of a replacement the engine also reports as one `replace` step.
 REPLACEMENT_PARTS = {"create-replacement", "delete-replaced"}
 OP_ORDER = ("create", "update", "replace", "delete", "refresh", "import", "read", "same")
