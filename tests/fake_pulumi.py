@@ -6,6 +6,7 @@ It answers as the real CLI does:
   before that it tails a file: both are served, as `--event-log` says);
 - `stack select --stack S`: exit 0 when S is in $FAKE_PULUMI_STACKS, else the CLI's
   "no stack named 'S' found" on stderr, exit 255;
+- `config set-all --stack S --secret K=V...`: exit 0 (the values are only recorded);
 - `preview ... --json --event-log L --stack S`: prints the preview document in
   $FAKE_PULUMI_PREVIEW on stdout, streams prelude, summary and cancel events to L; with
   `--expect-no-changes` and changes it fails as the CLI does (JSON printed, message on stderr,
@@ -78,6 +79,8 @@ def main(argv: list[str]) -> int:
             return 0
         print(f"error: no stack named '{stack}' found", file=sys.stderr)
         return 255
+    if words[:2] == ["config", "set-all"]:
+        return 0
     if words[:1] == ["preview"]:
         return preview(words)
     print(f"error: the stand-in does not know `{' '.join(words)}`", file=sys.stderr)

@@ -38,6 +38,8 @@ class FakePulumi:
         monkeypatch.setenv("PULUMI_BACKEND_URL", "file:///tmp/fake-backend")
         monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "fake-passphrase")
         monkeypatch.delenv("FAKE_PULUMI_FAIL", raising=False)
+        for name in [n for n in os.environ if n.startswith("CODERZ_")]:
+            monkeypatch.delenv(name)
         self.answer("clean")
 
     def answer(self, fixture: str) -> None:
@@ -93,6 +95,21 @@ def test_drift_is_a_refresh_preview_expecting_no_changes_of_the_selected_stack(f
         assert call["env"]["PULUMI_CONFIG_PASSPHRASE"] == "fake-passphrase"
         assert call["env"]["PULUMI_SKIP_UPDATE_CHECK"] == "true"
     assert preview["env"]["PULUMI_AUTOMATION_API"] == "true"
+
+
+def test_config_secrets_from_the_environment_are_set_through_pulumi_before_the_preview(fake, monkeypatch):
+    monkeypatch.setenv("CODERZ_SMTP_PASSWORD", "smtp-from-ci")
+    monkeypatch.setenv("CODERZ_SSH_PRIVATE_KEY", "-----BEGIN KEY-----\nline\n-----END KEY-----")
+    monkeypatch.delenv("CODERZ_TLS_PRIVATE_KEY", raising=False)
+    assert coderz("drift", "qa") == EXIT_OK
+    verbs = [c["argv"][1:3] for c in fake.calls[1:]]
+    assert verbs == [["stack", "select"], ["config", "set-all"], ["preview", "--expect-no-changes"]]
+    set_all = fake.calls[2]["argv"]
+    assert set_all[:5] == ["--non-interactive", "config", "set-all", "--stack", "qa"]
+    assert sorted(set_all[5:]) == sorted([
+        "--secret", "coderz:smtpPassword=smtp-from-ci",
+        "--secret", "coderz:sshPrivateKey=-----BEGIN KEY-----\nline\n-----END KEY-----",
+    ])
 
 
 def test_drift_found_exits_1_and_writes_the_engines_json_and_the_report(fake, tmp_path, capsys):

@@ -8,6 +8,7 @@ Stack names and stack files are checked before the engine is called, so a typo c
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import Any
 
 from pulumi import automation as auto
 
-from infra.cli import EXIT_FAILED, EXIT_REFUSED, CliError
+from infra.cli import EXIT_FAILED, CliError
+from infra.config import PROJECT, SECRET_KEYS
 
 # Pulumi's rule for a stack name: letters, digits, `-`, `_`, `.`, at most 100 characters. A
 # qualified `org/project/stack` is refused: the stack file of a stack is `Pulumi.<name>.yaml`.
@@ -74,6 +76,24 @@ def _select(stack: str, work_dir: Path) -> auto.Stack:
         raise CliError(f"could not select stack {stack!r}: {_first_line(str(error))}", EXIT_FAILED) from None
 
 
+def secret_env_name(key: str) -> str:
+    """`sshPrivateKey` -> `CODERZ_SSH_PRIVATE_KEY`: where CI hands a config secret to coderz."""
+    return "CODERZ_" + re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper()
+
+
+def _set_secrets_from_env(selected: auto.Stack) -> None:
+    """Config secrets given in the environment (CI: repository secrets) are set on the stack,
+    encrypted by Pulumi's own `config set-all --secret`, before the engine runs the program."""
+    values = {key: os.environ[secret_env_name(key)] for key in SECRET_KEYS if os.environ.get(secret_env_name(key))}
+    if not values:
+        return
+    try:
+        selected.set_all_config({f"{PROJECT}:{key}": auto.ConfigValue(value, secret=True) for key, value in values.items()})
+    except auto.CommandError as error:
+        raise CliError(f"could not set the stack's secrets ({', '.join(sorted(values))}): {_first_line(str(error))}",
+                       EXIT_FAILED) from None
+
+
 def preview(stack: str, work_dir: Path, *, refresh: bool, expect_no_changes: bool) -> Preview:
     """`pulumi preview --json` of `stack` in `work_dir`, optionally refreshing first.
 
@@ -82,6 +102,7 @@ def preview(stack: str, work_dir: Path, *, refresh: bool, expect_no_changes: boo
     `CliError(EXIT_FAILED)`."""
     stack_file(stack, work_dir)
     selected = _select(stack, work_dir)
+    _set_secrets_from_env(selected)
     stdout: list[str] = []
     stderr: list[str] = []
     try:

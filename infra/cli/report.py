@@ -18,17 +18,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from pydantic.alias_generators import to_camel
-
 from components.drift_ignore import IgnoredField, ignored
-from infra.config import Secrets
+from infra.config import SECRET_KEYS as CONFIG_SECRETS
 
 MASK = "[secret]"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
-# Config secrets of the stack (from `infra.config.Secrets`), and properties that carry secrets or
-# whole files that may hold them (uploaded config contents), wherever they appear.
+# The stack's config secrets, and properties that carry secrets or whole files that may hold them
+# (uploaded config contents), wherever they appear.
 SECRET_KEYS = frozenset(
-    {to_camel(f.name) for f in dataclasses.fields(Secrets)}
+    {*CONFIG_SECRETS}
     | {"password", "passphrase", "privateKey", "token", "secret", "result", "bcryptHash", "content", "contentBase64",
        "registryAuth", "authConfig"}
 )
