@@ -124,10 +124,11 @@ def test_drift_found_exits_1_and_writes_the_engines_json_and_the_report(fake, tm
     assert "prod: drift found" in capsys.readouterr().out
 
 
-def test_differences_only_in_ignored_fields_are_no_drift(fake, tmp_path):
+def test_differences_only_in_ignored_fields_are_no_drift(fake, tmp_path, capsys):
     fake.answer("ignored_only")  # the engine itself fails --expect-no-changes on these
     out_md = tmp_path / "report.md"
     assert coderz("drift", "qa", "--markdown", str(out_md)) == EXIT_OK
+    assert "qa: no drift (the engine's differences are all in ignored daemon-filled fields)" in capsys.readouterr().out
     report = out_md.read_text()
     assert "no drift" in report and "Ignored" in report and "networkDatas[0].ipAddress" in report and "memorySwap" in report
 
@@ -145,6 +146,16 @@ def test_preview_shows_the_changes_without_refresh_and_fails_only_when_asked(fak
     assert fake.preview_argv()[2:4] == ["--expect-no-changes", "--refresh"]
     fake.answer("clean")
     assert coderz("preview", "qa", "--expect-no-changes") == EXIT_OK
+
+
+def test_the_markdown_written_by_the_command_never_holds_a_secret_value(fake, tmp_path):
+    from tests.test_drift_report import PLANTED_SECRETS
+
+    fake.answer("changes")
+    out_md = tmp_path / "preview.md"
+    assert coderz("preview", "qa", "--markdown", str(out_md)) == EXIT_OK
+    text = out_md.read_text()
+    assert "[secret]" in text and [s for s in PLANTED_SECRETS if s in text] == []
 
 
 def test_engine_failure_exits_3_with_one_line_and_writes_nothing(fake, monkeypatch, tmp_path, capsys):

@@ -49,6 +49,8 @@ def run(args: argparse.Namespace, *, refresh: bool, expect_no_changes: bool, dri
     except OSError as error:
         raise CliError(f"could not write the report: {error}", EXIT_FAILED) from None
     found = report.drift if drift else report.found
-    print(f"{args.stack}: {('drift found' if drift else 'changes') if found else ('no drift' if drift else 'no changes')}"
-          f" ({summary_line(report)})")
+    verdict = ("drift found" if drift else "changes") if found else ("no drift" if drift else "no changes")
+    if result.changes_found and not found:
+        verdict += " (the engine's differences are all in ignored daemon-filled fields)"
+    print(f"{args.stack}: {verdict} ({summary_line(report)})")
     return result, report
