@@ -152,3 +152,15 @@ def test_containers_pin_what_the_daemon_stores_and_ignore_only_the_listed_inputs
     assert container.plain["networkMode"] == "bridge" and container.plain["domainname"] == ""
     assert container.plain["logDriver"] == "json-file" and container.plain["logOpts"]
     assert container.ignore_changes == CONTAINER_IGNORE_CHANGES
+
+
+@pytest.mark.parametrize("digest", [
+    {},
+    {"steps": "nope", "changeSummary": [], "diagnostics": {"x": 1}},
+    {"steps": [None, 3, {"op": "update", "urn": 7, "oldState": "x", "newState": [], "detailedDiff": "y", "diffReasons": 5}]},
+    {"steps": [{"op": "refresh", "urn": "u::v", "oldState": {"outputs": "a"}, "newState": {"outputs": None}}],
+     "changeSummary": {"same": "many"}},
+])
+def test_malformed_json_gives_a_report_not_a_crash(digest):
+    report = rp.analyse(digest, all_drift=True)
+    assert isinstance(rp.section("odd", report, drift=True), str)

@@ -86,7 +86,8 @@ def analyse(digest: dict[str, Any], *, all_drift: bool) -> Report:
     """Sort a preview's steps into drift, changes and ignored fields. With `all_drift` (a
     refresh-preview of the deployed code) every change is drift; otherwise only what the
     refresh found (`refresh` steps) is."""
-    steps = [s for s in digest.get("steps") or [] if isinstance(s, dict)]
+    raw_steps = digest.get("steps")
+    steps = [s for s in raw_steps if isinstance(s, dict)] if isinstance(raw_steps, list) else []
     replaced = {s.get("urn") for s in steps if s.get("op") == "replace"}
     counts: Counter[str] = Counter()
     drift: list[Item] = []
@@ -98,7 +99,8 @@ def analyse(digest: dict[str, Any], *, all_drift: bool) -> Report:
         if op in REPLACEMENT_PARTS:
             if urn in replaced:
                 continue
-            op = "replace"
+            op = "replace"  # a replacement the engine did not also report as one `replace` step
+            replaced.add(urn)
         item = _item(step, op)
         if item.type == ROOT_TYPE and op in ("same", "update", "refresh"):
             continue
@@ -118,14 +120,19 @@ def analyse(digest: dict[str, Any], *, all_drift: bool) -> Report:
         item = dataclasses.replace(item, changes=tuple(kept))
         counts[op] += 1
         (drift if all_drift or op == "refresh" else changes).append(item)
-    summary_same = (digest.get("changeSummary") or {}).get("same")
-    counts["same"] = (same_steps if summary_same is None else int(summary_same)) + reclassified
+    summary_same = _mapping(digest.get("changeSummary")).get("same")
+    counts["same"] = (summary_same if isinstance(summary_same, int) else same_steps) + reclassified
     diagnostics = tuple(
         f"{d['severity']}: {mask_text(_unprefixed(str(d.get('message', '')), d['severity']))[:300]}"
-        for d in digest.get("diagnostics") or []
+        for d in (digest.get("diagnostics") if isinstance(digest.get("diagnostics"), list) else [])
         if isinstance(d, dict) and d.get("severity") in ("error", "warning")
     )
     return Report(dict(counts), tuple(drift), tuple(changes), tuple(ignored_fields), diagnostics)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one: a hand-edited or truncated file must not crash the report."""
+    return value if isinstance(value, dict) else {}
 
 
 def _unprefixed(message: str, severity: str) -> str:
@@ -135,7 +142,7 @@ def _unprefixed(message: str, severity: str) -> str:
 
 def _item(step: dict[str, Any], op: str) -> Item:
     urn = str(step.get("urn", ""))
-    old, new = step.get("oldState") or {}, step.get("newState") or {}
+    old, new = _mapping(step.get("oldState")), _mapping(step.get("newState"))
     rtype = str(new.get("type") or old.get("type") or _urn_type(urn))
     return Item(
         op=op,
@@ -157,20 +164,21 @@ def _changes(step: dict[str, Any], op: str, old: dict[str, Any], new: dict[str, 
         return
     if op == "refresh":
         # old and new are the state before and after reading the live resource
-        before, after = old.get("outputs") or {}, new.get("outputs") or {}
-        detailed = step.get("detailedDiff") or {}
+        before, after = _mapping(old.get("outputs")), _mapping(new.get("outputs"))
+        detailed = _mapping(step.get("detailedDiff"))
         for path in sorted(detailed) or sorted(k for k in {*before, *after} if before.get(k) != after.get(k)):
             yield Change(path, _kind(detailed.get(path)) or "update", lookup(before, path), lookup(after, path))
         return
-    detailed = step.get("detailedDiff")
+    detailed = _mapping(step.get("detailedDiff"))
     if detailed:
         for path, diff in sorted(detailed.items()):
             input_diff = isinstance(diff, dict) and diff.get("inputDiff")
             before = old.get("inputs") if input_diff else (old.get("outputs") or old.get("inputs"))
-            yield Change(path, _kind(diff) or "update", lookup(before or {}, path), lookup(new.get("inputs") or {}, path))
+            yield Change(path, _kind(diff) or "update", lookup(_mapping(before), path), lookup(_mapping(new.get("inputs")), path))
         return
-    for key in step.get("diffReasons") or []:
-        yield Change(str(key), "update", lookup(old.get("inputs") or {}, str(key)), lookup(new.get("inputs") or {}, str(key)))
+    reasons = step.get("diffReasons")
+    for key in reasons if isinstance(reasons, list) else []:
+        yield Change(str(key), "update", lookup(_mapping(old.get("inputs")), str(key)), lookup(_mapping(new.get("inputs")), str(key)))
 
 
 def _kind(diff: Any) -> str | None:
