@@ -62,7 +62,8 @@ def preview(argv: list[str]) -> int:
         print(f"error: {failure}", file=sys.stderr)
         return 255
     if "--expect-no-changes" in argv and any(n for op, n in summary.items() if op != "same"):
-        print("error: no changes were expected but changes were proposed", file=sys.stderr)
+        message = os.environ.get("FAKE_PULUMI_NO_CHANGES_MESSAGE", "no changes were expected but changes were proposed")
+        print(f"error: {message}", file=sys.stderr)
         return 255
     return 0
 

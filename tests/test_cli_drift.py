@@ -38,6 +38,7 @@ class FakePulumi:
         monkeypatch.setenv("PULUMI_BACKEND_URL", "file:///tmp/fake-backend")
         monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "fake-passphrase")
         monkeypatch.delenv("FAKE_PULUMI_FAIL", raising=False)
+        monkeypatch.delenv("FAKE_PULUMI_NO_CHANGES_MESSAGE", raising=False)
         for name in [n for n in os.environ if n.startswith("CODERZ_")]:
             monkeypatch.delenv(name)
         self.answer("clean")
@@ -112,7 +113,10 @@ def test_config_secrets_from_the_environment_are_set_through_pulumi_before_the_p
     ])
 
 
-def test_drift_found_exits_1_and_writes_the_engines_json_and_the_report(fake, tmp_path, capsys):
+@pytest.mark.parametrize("message", ["no changes were expected but changes were proposed",
+                                     "no changes were expected for preview but changes were proposed"])
+def test_drift_found_exits_1_and_writes_the_engines_json_and_the_report(fake, monkeypatch, tmp_path, capsys, message):
+    monkeypatch.setenv("FAKE_PULUMI_NO_CHANGES_MESSAGE", message)
     fake.answer("drift")
     out_json, out_md = tmp_path / "drift.json", tmp_path / "drift.md"
     assert coderz("drift", "prod", "--json", str(out_json), "--markdown", str(out_md)) == EXIT_FOUND

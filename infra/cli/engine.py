@@ -24,8 +24,9 @@ from infra.config import PROJECT, SECRET_KEYS
 # qualified `org/project/stack` is refused: the stack file of a stack is `Pulumi.<name>.yaml`.
 STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 PROJECT_FILE = "Pulumi.yaml"
-# The CLI's own words when `--expect-no-changes` fails (pkg/cmd/pulumi/operations/preview.go).
-NO_CHANGES_EXPECTED = "no changes were expected but changes were proposed"
+# The CLI's own words when `--expect-no-changes` fails: older CLIs say "no changes were expected
+# but changes were proposed", newer ones (NoChangesExpectedError) may name the operation.
+NO_CHANGES_EXPECTED = re.compile(r"no changes were expected (for \S+ )?but changes were proposed")
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def _digest(text: str) -> dict[str, Any] | None:
 def _only_expectation_failed(digest: dict[str, Any], stderr: str) -> bool:
     errors = [d for d in digest.get("diagnostics") or [] if d.get("severity") == "error"]
     changed = any(count for op, count in (digest.get("changeSummary") or {}).items() if op != "same")
-    return NO_CHANGES_EXPECTED in stderr and not errors and changed
+    return bool(NO_CHANGES_EXPECTED.search(stderr)) and not errors and changed
 
 
 def _error_line(stderr: list[str]) -> str:
