@@ -229,3 +229,16 @@ def test_render_puts_drift_first_then_the_pull_requests_changes(tmp_path):
     assert text.startswith("<!-- coderz-drift stack=qa -->") and "not available: the check failed" in text
     assert "Changes this pull request makes" not in text
     assert main(["render", "--stack", "qa", "--marker=--><script>", "--output", str(out)]) == EXIT_REFUSED
+
+
+def test_a_huge_report_is_cut_to_fit_a_github_comment():
+    from infra.cli.render import BODY_LIMIT, render
+
+    urn = "urn:pulumi:qa::coderz::docker:index/container:Container::web-{}"
+    steps = [{"op": "update", "urn": urn.format(n), "detailedDiff": {"labels[0].value": {"kind": "update"}},
+              "oldState": {"inputs": {"labels": [{"value": "x" * 70}]}}, "newState": {"inputs": {"labels": [{"value": "y" * 70}]}}}
+             for n in range(2000)]
+    digest = {"steps": steps, "changeSummary": {"update": 2000}}
+    text = render("qa", "coderz-pr", digest, digest)
+    assert len(text) <= BODY_LIMIT + 200 and text.startswith("<!-- coderz-pr stack=qa -->")
+    assert text.rstrip().endswith("the full report is in the JSON files.")

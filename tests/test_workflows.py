@@ -85,8 +85,12 @@ def test_least_privilege_concurrency_per_stack_and_both_stacks(path, permissions
     assert "matrix.stack" in job["concurrency"]["group"]
     stacks = [entry["stack"] for entry in job["strategy"]["matrix"]["include"]]
     assert stacks == ["qa", "prod"] and all((REPO_ROOT / f"Pulumi.{s}.yaml").is_file() for s in stacks)
-    assert {"PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "CODERZ_SSH_PRIVATE_KEY"} <= set(job["env"])
+    assert not any("secrets" in value for value in job["env"].values()), "secrets go to steps, not the whole job"
     for step in job["steps"]:
+        if "coderz drift" in step.get("run", "") or "coderz preview" in step.get("run", ""):
+            assert {"PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "CODERZ_SSH_PRIVATE_KEY"} <= set(step["env"])
+        if "secrets" in str(step.get("env", {})):
+            assert "coderz" in step["run"] or "ci-pulumi-env" in step["run"], f"{step.get('name')} needs no secret"
         if step.get("uses", "").startswith("actions/checkout@"):
             assert step["with"]["persist-credentials"] is False
         run = step.get("run", "")

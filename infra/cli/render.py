@@ -14,6 +14,8 @@ from pathlib import Path
 from infra.cli import EXIT_OK, CliError
 
 MARKER = re.compile(r"[a-z][a-z0-9-]{0,40}")
+# GitHub refuses comment and issue bodies over 65,536 characters.
+BODY_LIMIT = 60_000
 
 
 def marker_line(marker: str, stack: str) -> str:
@@ -64,7 +66,10 @@ def render(stack: str, marker: str, drift: dict | None, preview: dict | None, *,
         title = f"Changes this pull request makes{_at(head)}"
         parts.append("")
         parts.append(section(title, analyse(preview, all_drift=False), drift=False) if preview else f"### {title}\n\n{failed}")
-    return "\n".join(parts)
+    text = "\n".join(parts)
+    if len(text) > BODY_LIMIT:
+        text = text[:BODY_LIMIT].rsplit("\n", 1)[0] + "\n\n… cut to fit a GitHub comment: the full report is in the JSON files.\n"
+    return text
 
 
 def handle(args: argparse.Namespace) -> int:
