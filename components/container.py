@@ -16,12 +16,9 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
+from components.drift_ignore import CONTAINER_IGNORE_CHANGES, PINNED_CONTAINER_ARGS
 from components.spec import InputStr, ServiceSpec
 
-# Fields the Docker daemon fills in by itself and reports back as drift
-# (kreuzwerker/terraform-provider-docker#473, pulumi/pulumi-docker#1272). Log driver and
-# options are set explicitly below, so daemon.json defaults cannot drift them.
-DAEMON_FILLED_FIELDS = ["networkMode", "domainname"]
 LOG_OPTS = {"max-size": "10m", "max-file": "3"}
 
 
@@ -169,6 +166,7 @@ class ContainerService(pulumi.ComponentResource):
                     cpus=f"{spec.limits.cpus:g}",
                     log_driver="json-file",
                     log_opts=LOG_OPTS,
+                    **PINNED_CONTAINER_ARGS,
                     labels=[
                         docker.ContainerLabelArgs(label="coderz.stack", value=args.placement.prefix),
                         docker.ContainerLabelArgs(label="coderz.service", value=spec.name),
@@ -181,7 +179,7 @@ class ContainerService(pulumi.ComponentResource):
                         child,
                         pulumi.ResourceOptions(
                             depends_on=list(args.depends_on),
-                            ignore_changes=DAEMON_FILLED_FIELDS,
+                            ignore_changes=CONTAINER_IGNORE_CHANGES,
                         ),
                     ),
                 )

@@ -43,7 +43,7 @@ def test_container_service_makes_one_container_per_replica_with_the_rules(monito
         assert not spec.get("ports"), "a service without host_port publishes nothing"
         assert container.parent.endswith("coderz:runtime:ContainerService::web")
         assert container.provider.startswith(monitor.named("test-docker").urn)
-        assert "networkMode" in container.ignore_changes
+        assert "memorySwap" in container.ignore_changes
 
 
 def test_single_replica_keeps_the_plain_name_and_loopback_port(monitor, provider):

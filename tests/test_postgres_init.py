@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -286,6 +287,11 @@ def started_with(data: Path, command: list[str]) -> Iterator[int]:
             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
     with process(_as_postgres_user(argv), port=port, log=data.parent / f"postgres-{port}.log"):
         try:
+            # the port opens before the server accepts sessions ("the database system is starting up")
+            deadline = time.monotonic() + 30
+            while subprocess.run([require_tool("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode != 0:
+                assert time.monotonic() < deadline, f"PostgreSQL on {port} never became ready"
+                time.sleep(0.1)
             yield port
         finally:
             subprocess.run(_as_postgres_user([require_tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
