@@ -187,3 +187,10 @@ def generated_secrets(monitor: RecordingMonitor) -> set[str]:
     """The values the mocks handed out for generated passwords, plus the operator's secrets."""
     values = {f"generated-{r.name}" for r in monitor.of_type("RandomPassword")}
     return values | set(TEST_SECRETS.values())
+
+
+def service_of(container: Registration) -> str:
+    """The catalog service a container runs (its `coderz.service` label): a rolling replica's
+    name carries an index and a digest, so tests find containers by service, not by name."""
+    labels = {label["label"]: label["value"] for label in container.plain["labels"]}
+    return labels["coderz.service"]
