@@ -113,7 +113,7 @@ def test_loopback_port_blocks_of_the_stacks_do_not_overlap():
 def test_ssh_stacks_bootstrap_docker_and_the_firewall_with_only_published_ports():
     monitor, outputs = deployed("prod")
     commands = {r.name: r.plain for r in monitor.of_type("command:remote:Command")}
-    assert set(commands) == {"host-install-docker", "host-firewall", "postgres-apply-roles"}
+    assert set(commands) == {"host-install-docker", "host-firewall", "postgres-apply-roles", "gateway-config"}
     firewall = commands["host-firewall"]["create"]
     assert "ufw default deny incoming" in firewall
     allowed = {int(part.split("/")[0]) for part in firewall.split("ufw allow ")[1:]}
