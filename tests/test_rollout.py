@@ -1,0 +1,146 @@
+"""How a deploy replaces containers, under mocks, over every stack file.
+
+Mocks never see resource options (`delete_before_replace`, `aliases`), so `recorded_options`
+wraps `docker.Container` and keeps the options our code hands it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pulumi
+import pulumi_docker as docker
+import pytest
+from pydantic import ValidationError
+
+from components.container import STOP_GRACE_S, ContainerService, ContainerServiceArgs, Placement, VolumeMount
+from components.gateway.render import GatewayRender
+from infra.catalog import declare_services
+from infra.config import STACKS, stack_file_config
+from tests.conftest import make_spec, run
+from tests.mocks import deploy_stack, is_secret, service_of
+
+STATEFUL = {"postgres", "redis", "prometheus", "alertmanager", "loki", "promtail", "elasticsearch", "filebeat"}
+
+
+@pytest.fixture
+def recorded_options(monkeypatch) -> dict[str, pulumi.ResourceOptions]:
+    """Resource name -> the options every `docker.Container` is created with."""
+    options: dict[str, pulumi.ResourceOptions] = {}
+
+    class Recording(docker.Container):
+        def __init__(self, resource_name, *args, opts=None, **kwargs):
+            options[resource_name] = opts
+            super().__init__(resource_name, *args, opts=opts, **kwargs)
+
+    monkeypatch.setattr(docker, "Container", Recording)
+    return options
+
+
+def by_service(monitor):
+    found: dict[str, list] = {}
+    for container in monitor.of_type("docker:index/container:Container"):
+        found.setdefault(service_of(container), []).append(container)
+    return found
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stateless_containers_roll_and_stateful_ones_are_stopped_first(stack, recorded_options):
+    monitor, _ = deploy_stack(stack)
+    catalog = declare_services(stack_file_config(stack))
+    prefix = f"coderz-{stack}"
+    containers = by_service(monitor)
+    assert set(containers) == {s.name for s in catalog.services}
+    assert {s.name for s in catalog.services if s.stateful} == STATEFUL & set(containers)
+    assert not catalog.get("gateway").rolling and catalog.get("python-api").rolling
+    for service, replicas in containers.items():
+        spec = catalog.get(service)
+        assert len(replicas) == spec.replicas
+        for container in replicas:
+            options = recorded_options[container.name]
+            name = container.plain["name"]
+            assert container.plain["destroyGraceSeconds"] == STOP_GRACE_S, name  # SIGTERM, not SIGKILL
+            if spec.rolling:
+                assert options.delete_before_replace is False, name
+                index = int(container.name.rsplit("-", 1)[1])
+                assert re.fullmatch(rf"{prefix}-{service}-{index}-[0-9a-f]{{12}}", name), name
+                assert container.plain["hostname"] == f"{prefix}-{service}-{index}"
+                assert not any(v.get("volumeName") for v in container.plain.get("volumes") or []), name
+            else:
+                assert options.delete_before_replace is True, name
+                assert name == f"{prefix}-{service}", name
+    # names are unique over the stack, and none is kept from a container that holds state
+    names = [c.plain["name"] for group in containers.values() for c in group]
+    assert len(names) == len(set(names))
+    if stack == "prod":  # loopback-published Kibana cannot roll: the new one could not bind the port
+        assert not catalog.get("kibana").rolling and catalog.get("logstash").rolling
+
+
+def test_scaling_1_3_2_keeps_the_names_of_the_untouched_replicas(recorded_options):
+    def python_replicas(count: int) -> dict[str, str]:
+        monitor, _ = deploy_stack("dev", **{"coderz:apis": {"python": {"replicas": count}}})
+        return {c.name: c.plain["name"] for c in by_service(monitor)["python-api"]}
+
+    one, three, two = python_replicas(1), python_replicas(3), python_replicas(2)
+    assert set(one) == {"python-api-1"} and set(three) == {f"python-api-{i}" for i in (1, 2, 3)}
+    assert set(two) == {"python-api-1", "python-api-2"}
+    assert one["python-api-1"] == three["python-api-1"] == two["python-api-1"]
+    assert three["python-api-2"] == two["python-api-2"]
+    assert len(set(three.values())) == 3
+    # replica 1 was `python-api` while one replica had no index: an alias keeps it in place
+    (alias,) = recorded_options["python-api-1"].aliases
+    assert alias.name == "python-api"
+
+
+def placement(provider) -> Placement:
+    return Placement(prefix="coderz-test", network_name="coderz-test-net", provider=provider)
+
+
+def test_a_replica_name_follows_every_input_and_nothing_else(monitor, provider):
+    def name_of(component: str, **changes) -> str:
+        fields = dict(spec=make_spec(), placement=placement(provider), envs=["A=1"])
+        fields.update(changes)
+        run(lambda: ContainerService(component, ContainerServiceArgs(**fields)))
+        return monitor.of_type("docker:index/container:Container")[-1].plain["name"]
+
+    base = name_of("a")
+    assert name_of("b") == base  # same inputs, same name: no replacement
+    changed = {
+        "env": name_of("c", envs=["A=2"]),
+        "image": name_of("d", spec=make_spec(image="nginx:1.27.3-alpine")),
+        "memory (updatable in place)": name_of("e", spec=make_spec(limits={"memory_mb": 128, "cpus": 0.25})),
+        "health check": name_of("f", spec=make_spec(health={"test": ("CMD", "false")})),
+        "secret rotated": name_of("g", envs=[pulumi.Output.secret("PASSWORD=new")]),
+    }
+    for what, name in changed.items():
+        assert name != base, what
+    assert len(set(changed.values())) == len(changed)
+    # the digest of a secret is not a secret, and the secret is not in the name
+    rotated = [c for c in monitor.of_type("docker:index/container:Container") if c.name == "g-1"][0]
+    assert not is_secret(rotated.inputs["name"]) and "new" not in rotated.plain["name"]
+
+
+def test_what_cannot_roll_is_refused():
+    with pytest.raises(ValidationError, match="runs one replica"):
+        make_spec("db", stateful=True, replicas=2)
+    with pytest.raises(ValidationError, match="runs one replica"):
+        make_spec("ui", host_port=5230, replicas=2)
+
+
+def test_a_stateless_service_may_not_share_a_named_volume(provider):
+    with pytest.raises(ValidationError, match="declare it stateful"):
+        ContainerServiceArgs(spec=make_spec(), placement=placement(provider),
+                             volumes=[VolumeMount(container_path="/data", volume_name="shared")])
+    ContainerServiceArgs(spec=make_spec(), placement=placement(provider),  # read-only host mounts are fine
+                         volumes=[VolumeMount(container_path="/host/proc", host_path="/proc", read_only=True)])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_gateway_sees_a_new_replica_before_the_old_one_goes(stack):
+    """The engine removes a replaced replica only once its successor is healthy, which takes
+    at least one health interval; the gateway's DNS answers live `dns_ttl_s`. An interval
+    longer than that TTL means the gateway already balances onto the new replica."""
+    ttl = GatewayRender(routes=()).dns_ttl_s
+    for service in declare_services(stack_file_config(stack)).routed:
+        if service.rolling:
+            assert service.health.interval_s > ttl, service.name
