@@ -56,7 +56,7 @@ def test_gateway_installs_its_config_and_lua_in_place_and_publishes_http_only(mo
     (container,) = monitor.of_type("docker:index/container:Container")
     (command,) = monitor.of_type("command:local:Command")
     assert command.name == "gateway-config" and container.urn in command.dependencies
-    assert command.plain["create"] == reload_command("coderz-qa-gateway")
+    assert command.plain["create"] == reload_command("coderz-qa-gateway", pid_file="/var/run/openresty/nginx.pid")
     assert command.plain["environment"] == {"DOCKER_HOST": "unix:///var/run/docker.sock"}
     config_digest, script_digest, container_id = command.plain["triggers"]
     assert len(config_digest) == 64 and script_digest == SCRIPT_DIGEST and container_id == "gateway-id"

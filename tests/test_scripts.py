@@ -1,5 +1,6 @@
 """Every shell script we ship or generate passes shellcheck: the repo's scripts, the host
-bootstrap, the Logstash setup script, container commands and the CMD-SHELL health checks."""
+bootstrap, the Logstash setup script, the gateway's reload script, container commands and the
+CMD-SHELL health checks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from components.gateway.reload import SCRIPT as GATEWAY_RELOAD
 from components.host import INSTALL_DOCKER, firewall_script
 from components.logging.render import render_es_setup_script
 from components.redis import redis_command
@@ -35,6 +37,7 @@ def generated_scripts() -> dict[str, tuple[str, str]]:
         "firewall": ("sh", firewall_script(2222, (80, 443, 8088))),
         "es-setup": ("sh", render_es_setup_script()),
         "redis-command": ("sh", redis_command(256)[2]),
+        "gateway-reload": ("sh", GATEWAY_RELOAD),
     }
     for stack in STACKS:
         for service in declare_services(stack_file_config(stack)).services:
@@ -52,7 +55,7 @@ SCRIPTS = generated_scripts()
 
 
 def test_the_generated_set_covers_the_shell_health_checks():
-    assert {"postgres health", "redis health", "dotnet-api health", "promtail health"} <= set(SCRIPTS)
+    assert {"postgres health", "redis health", "dotnet-api health", "promtail health", "gateway-reload"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))

@@ -116,7 +116,7 @@ class Gateway(pulumi.ComponentResource):
         self.config_digest = archive.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())
         self.config = args.shell.run(
             f"{name}-config",
-            create=container.name.apply(reload_command),
+            create=container.name.apply(lambda container_name: reload_command(container_name, pid_file=render.pid_path)),
             stdin=archive,
             # the files, the script, and a new container (which starts from the bootstrap config)
             triggers=[self.config_digest, SCRIPT_DIGEST, container.id],

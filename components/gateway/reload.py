@@ -6,7 +6,7 @@ gateway cannot be replaced without a gap: it alone binds the public ports. So it
 created with `bootstrap_conf` only, which depends on no route, Lua file or certificate, and
 the real files reach it through one command on the Docker host:
 
-    docker exec -i <gateway> sh -c '<reload.sh>' gateway-reload <root> nginx
+    docker exec -i <gateway> sh -c '<reload.sh>' gateway-reload <root> <pid file> nginx
 
 fed on stdin with `config_archive(files)`: the base64 text of a gzipped tar. reload.sh puts
 the files in place, checks them with `nginx -t`, and reloads nginx gracefully, or puts the old
@@ -68,20 +68,24 @@ def config_archive(files: Sequence[ReloadFile], root: str = ROOT) -> str:
     return base64.b64encode(gzip.compress(raw.getvalue(), mtime=0)).decode()
 
 
-def reload_command(container: str, *, root: str = ROOT, nginx: Sequence[str] = ("nginx",)) -> str:
-    """The host command that installs the archive on its stdin into `container` and reloads."""
+def reload_command(container: str, *, pid_file: str, root: str = ROOT, nginx: Sequence[str] = ("nginx",)) -> str:
+    """The host command that installs the archive on its stdin into `container` and reloads
+    the nginx whose master's pid is in `pid_file`."""
     return " ".join(["docker", "exec", "-i", shlex.quote(container), "sh", "-c", shlex.quote(SCRIPT),
-                     "gateway-reload", shlex.quote(root), *map(shlex.quote, nginx)])
+                     "gateway-reload", shlex.quote(root), shlex.quote(pid_file), *map(shlex.quote, nginx)])
 
 
 def bootstrap_conf(render: GatewayRender) -> str:
     """What a new gateway container starts with until the deploy installs its real config:
     /health answers (the container turns healthy, the deploy goes on), everything else 503.
-    Only the port and the paths the real config shares (pid file, temp folder) enter it, so
-    `nginx -s reload` finds the master and no route, Lua or TLS change touches the container."""
+    Only what the real config shares enters it (the listen address, so a reload can keep the
+    socket; the pid file, so `nginx -s reload` finds the master; the temp folder, modules), so
+    no route, Lua or TLS change touches the container."""
     temp = render.temp_dir
+    listen = f"{render.listen_address}:{render.http_port}" if render.listen_address else str(render.http_port)
+    modules = "".join(f"load_module {module};\n" for module in render.load_modules)
     return f"""# components/gateway/reload.py: until the deploy installs the real config (reload.sh)
-worker_processes 1;
+{modules}worker_processes 1;
 pid {render.pid_path};
 error_log {render.error_log} {render.error_log_level};
 
@@ -97,7 +101,7 @@ http {{
     uwsgi_temp_path {temp}/nginx-uwsgi;
     scgi_temp_path {temp}/nginx-scgi;
     server {{
-        listen {render.http_port} default_server;
+        listen {listen} default_server;
         default_type application/json;
         location = /health {{
             return 200 '{{"status":"starting"}}\\n';
