@@ -135,8 +135,8 @@ class ContainerService(pulumi.ComponentResource):
         containers = []
         if spec.rolling:
             for index in range(1, spec.replicas + 1):
-                # Replica 1 was `name` when replica names depended on the count: the alias
-                # keeps such a stack's container in place instead of deleting and recreating it.
+                # Replica 1 was `name` while one replica had no index: the alias keeps it the
+                # same resource, so a stack that had one is rolled, not deleted and recreated.
                 aliases = [pulumi.Alias(name=name)] if index == 1 else []
                 containers.append(self._container(
                     f"{name}-{index}", args, image, index=index,
