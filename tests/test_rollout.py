@@ -144,3 +144,26 @@ def test_the_gateway_sees_a_new_replica_before_the_old_one_goes(stack):
     for service in declare_services(stack_file_config(stack)).routed:
         if service.rolling:
             assert service.health.interval_s > ttl, service.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_config_only_gateway_change_leaves_the_gateway_container_as_it_is(stack):
+    """Over the whole stack file: new rate limits, domain and (where TLS is on) certificate
+    change what the `gateway-config` command installs, and no input of the gateway container
+    (every input but restart/memory/cpu shares forces a replacement: tests/test_gateway_component.py)."""
+    gateway = stack_file_config(stack).gateway.model_dump(by_alias=True, exclude_none=True, mode="json")
+    changed = {**gateway, "rateLimitRps": gateway["rateLimitRps"] + 1, "domain": f"new.{stack}.coderz.example"}
+    if "tls" in changed:
+        changed["tls"] = {"certificate": "-----BEGIN CERTIFICATE-----\nRENEWED\n-----END CERTIFICATE-----"}
+
+    def gateway_parts(**overrides):
+        monitor, _ = deploy_stack(stack, **overrides)
+        (container,) = by_service(monitor)["gateway"]
+        (command,) = [c for c in monitor.registrations if c.name == "gateway-config"]
+        return container.plain, command.plain
+
+    before_container, before_command = gateway_parts()
+    after_container, after_command = gateway_parts(**{"coderz:gateway": changed})
+    assert after_container == before_container
+    assert after_command["stdin"] != before_command["stdin"]
+    assert after_command["triggers"][0] != before_command["triggers"][0]
