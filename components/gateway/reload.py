@@ -6,7 +6,7 @@ gateway cannot be replaced without a gap: it alone binds the public ports. So it
 created with `bootstrap_conf` only, which depends on no route, Lua file or certificate, and
 the real files reach it through one command on the Docker host:
 
-    docker exec -i <gateway> sh -c '<reload.sh>' gateway-reload <root> <pid file> nginx
+    docker exec -i <gateway> sh -c '<reload.sh>' gateway-reload <root> <pid file> <nginx>
 
 fed on stdin with `config_archive(files)`: the base64 text of a gzipped tar. reload.sh puts
 the files in place, checks them with `nginx -t`, and reloads nginx gracefully, or puts the old
@@ -31,6 +31,7 @@ from components.gateway.render import GatewayRender
 
 # The folder every gateway file lives under (nginx.conf, lua/, conf/tls/ in the OpenResty image).
 ROOT = "/usr/local/openresty/nginx"
+NGINX = (f"{ROOT}/sbin/nginx",)  # OpenResty's nginx, by path: no reliance on the exec's PATH
 SCRIPT = resources.files(__package__).joinpath("reload.sh").read_text(encoding="utf-8")
 SCRIPT_DIGEST = hashlib.sha256(SCRIPT.encode()).hexdigest()
 
@@ -68,7 +69,7 @@ def config_archive(files: Sequence[ReloadFile], root: str = ROOT) -> str:
     return base64.b64encode(gzip.compress(raw.getvalue(), mtime=0)).decode()
 
 
-def reload_command(container: str, *, pid_file: str, root: str = ROOT, nginx: Sequence[str] = ("nginx",)) -> str:
+def reload_command(container: str, *, pid_file: str, root: str = ROOT, nginx: Sequence[str] = NGINX) -> str:
     """The host command that installs the archive on its stdin into `container` and reloads
     the nginx whose master's pid is in `pid_file`."""
     return " ".join(["docker", "exec", "-i", shlex.quote(container), "sh", "-c", shlex.quote(SCRIPT),
