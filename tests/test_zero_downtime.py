@@ -5,8 +5,9 @@ test_gateway_nginx.py: Debian's nginx with its Lua module, a DNS stub in the rol
 - a rolling replacement played in the engine's order: the new replica registered under the
   service's name and healthy, then the old one stopped (gracefully) and gone from DNS;
 - gateway config changes through the real reload.sh, with `docker exec` replaced by a
-  stand-in that runs the command here: from the bootstrap config to the real one, a changed
-  route, then configs that fail `nginx -t` (nginx.conf, Lua), which change nothing.
+  stand-in that runs the command here under busybox (the container's shell and tools): from
+  the bootstrap config to the real one, a changed route, then configs nginx refuses (a bad
+  directive, a Lua error, a port it cannot bind), which change nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pytest
 
 from components.gateway.reload import ReloadFile, bootstrap_conf, config_archive, reload_command
 from components.gateway.render import REDIS_PASSWORD_ENV, GatewayRender, lua_files, render_nginx_conf
-from tests.servers import free_port, http, process, redis_server, scratch_dir
+from tests.servers import free_port, http, process, redis_server, require_tool, scratch_dir
 from tests.test_gateway_nginx import REDIS_PASSWORD, Backend, DnsStub, gateway, nginx_binary, render_into, route
 
 REPLICA = Path(__file__).resolve().parent / "replica_server.py"
@@ -193,10 +194,19 @@ def test_a_rolling_replacement_drops_no_request():
         dns.close()
 
 
+# What reload.sh runs, taken from busybox as in the Alpine-based OpenResty container.
+BUSYBOX_APPLETS = ("sh", "awk", "base64", "cat", "cp", "dirname", "find", "grep", "mkdir", "mktemp", "mv", "rm",
+                   "sed", "sleep", "sort", "tar", "wc")
+
+
 def standin_docker(folder: Path) -> dict[str, str]:
-    """An environment whose `docker exec -i CONTAINER CMD...` runs CMD here (and notes CONTAINER)."""
+    """An environment whose `docker exec -i CONTAINER CMD...` runs CMD here (and notes CONTAINER),
+    with busybox's tools first on the PATH, as inside the gateway container."""
     bin_dir = folder / "bin"
     bin_dir.mkdir()
+    busybox = require_tool("busybox")
+    for applet in BUSYBOX_APPLETS:
+        (bin_dir / applet).symlink_to(busybox)
     script = bin_dir / "docker"
     script.write_text('#!/bin/sh\n[ "$1" = exec ] && [ "$2" = -i ] || exit 97\n'
                       f'echo "$3" >> {folder}/containers\nshift 3\nexec "$@"\n')
