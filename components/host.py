@@ -87,12 +87,17 @@ class HostShell(BaseModel):
     docker_host: str
     connection: command.remote.ConnectionArgs | None = None
 
-    def run(self, name: str, create: str, *, triggers: list, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
-        """A command re-run only when `triggers` change (editing `create` alone does not)."""
+    def run(self, name: str, create: pulumi.Input[str], *, triggers: list, opts: pulumi.ResourceOptions,
+            stdin: InputStr | None = None) -> pulumi.CustomResource:
+        """A command re-run only when `triggers` change (editing `create` alone does not).
+        `stdin` carries what must not appear in the command line (a secret stays a secret)."""
         if self.connection is not None:
-            return command.remote.Command(name, connection=self.connection, create=create, triggers=triggers, opts=opts)
+            return command.remote.Command(
+                name, connection=self.connection, create=create, stdin=stdin, triggers=triggers, opts=opts
+            )
         return command.local.Command(
-            name, create=create, environment={"DOCKER_HOST": self.docker_host}, triggers=triggers, opts=opts
+            name, create=create, stdin=stdin, environment={"DOCKER_HOST": self.docker_host}, triggers=triggers,
+            opts=opts,
         )
 
 

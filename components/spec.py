@@ -123,6 +123,23 @@ class ServiceSpec(Frozen):
     host_port: int | None = Field(default=None, ge=1, le=65535)
     public_ports: tuple[PublicPort, ...] = ()
     depends_on: tuple[str, ...] = ()
+    # True for a service whose container holds state two copies must not share or duplicate
+    # (a data volume, a read-position file, a lock, alerts it would send twice): a deploy
+    # stops the old container before it starts the new one. Stateless services roll.
+    stateful: bool = False
+
+    @property
+    def rolling(self) -> bool:
+        """Replaced create-before-delete: the new container starts beside the old one and is
+        healthy before the old one goes. Not for stateful services, nor for one that binds a
+        host port (the new container could not bind it while the old one holds it)."""
+        return not self.stateful and self.host_port is None and not self.public_ports
+
+    @model_validator(mode="after")
+    def _one_unless_rolling(self) -> "ServiceSpec":
+        if self.replicas > 1 and not self.rolling:
+            raise ValueError(f"{self.name} is stateful or binds a host port: it runs one replica")
+        return self
 
     @property
     def metrics_port(self) -> int | None:

@@ -69,6 +69,7 @@ def declare_services(config: StackConfig) -> Catalog:
             health=HealthCheck(test=("CMD-SHELL", 'pg_isready -h 127.0.0.1 -U "$POSTGRES_USER" -d postgres')),
             limits=Limits(memory_mb=512, cpus=1.0),
             host_port=loopback_port(config, "postgres"),
+            stateful=True,  # its data volume takes one server at a time
         ),
         ServiceSpec(
             name="redis",
@@ -80,6 +81,7 @@ def declare_services(config: StackConfig) -> Catalog:
                 test=("CMD-SHELL", 'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning ping | grep -q PONG')
             ),
             limits=Limits(memory_mb=128, cpus=0.25),
+            stateful=True,  # its append-only file takes one server at a time
         ),
         ServiceSpec(
             name="dotnet-api",

@@ -107,6 +107,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             rate_limit_rps=config.gateway.rate_limit_rps,
             rate_limit_burst=config.gateway.rate_limit_burst,
             depends_on=[redis],
+            shell=host.shell,
             **shared,
         ),
     )

@@ -33,6 +33,7 @@ def kubernetes_services(config: StackConfig) -> list[ServiceSpec]:
             health=HealthCheck(test=("CMD", "kubectl", "get", "--raw=/readyz"), interval_s=10, retries=12,
                                start_period_s=60),
             limits=Limits(memory_mb=1024, cpus=1.0),
+            stateful=True,  # the cluster's datastore volume takes one server at a time
             route=Route(path_prefix=WEB_ROUTE_PREFIX, cache_ttl_s=k3s.web.cache_ttl_s,
                         upstream_host=k3s.host_address if on_host else None, upstream_port=k3s.web.node_port),
             host_port=None if on_host else loopback_port(config, "k3s"),

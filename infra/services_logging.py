@@ -70,6 +70,7 @@ def logging_services(config: StackConfig) -> list[ServiceSpec]:
                 health=http_check(LOKI_PORT, "/ready").model_copy(update={"start_period_s": 30}),
                 limits=Limits(memory_mb=512, cpus=0.5),
                 metrics=Metrics(),
+                stateful=True,  # its chunks and index volume take one server at a time
             ),
             ServiceSpec(
                 name="promtail",
@@ -81,6 +82,7 @@ def logging_services(config: StackConfig) -> list[ServiceSpec]:
                 limits=Limits(memory_mb=128, cpus=0.25),
                 metrics=Metrics(),
                 depends_on=("loki",),
+                stateful=True,  # two would ship every line twice from one positions file
             ),
         ]
     if logging.elk.enabled:
@@ -98,6 +100,7 @@ def logging_services(config: StackConfig) -> list[ServiceSpec]:
                 ),
                 # Heap is half of the container: the rest is Lucene's file cache and off-heap.
                 limits=Limits(memory_mb=heap * 2, cpus=1.0),
+                stateful=True,  # its data volume takes one node at a time (node.lock)
             ),
             ServiceSpec(
                 name="logstash",
@@ -135,6 +138,7 @@ def logging_services(config: StackConfig) -> list[ServiceSpec]:
                 health=_curl_check(f"http://127.0.0.1:{FILEBEAT_HTTP_PORT}/", start_period_s=30),
                 limits=Limits(memory_mb=192, cpus=0.25),
                 depends_on=("logstash",),
+                stateful=True,  # its registry volume is locked by one Filebeat at a time
             ),
         ]
     return services

@@ -56,6 +56,9 @@ def monitoring_services(config: StackConfig) -> list[ServiceSpec]:
             health=http_check(9093, "/-/healthy"),
             limits=Limits(memory_mb=128, cpus=0.25),
             metrics=Metrics(),
+            # Prometheus sends every alert to each address of the name: two unclustered
+            # Alertmanagers would both mail it, and silences live in the one's data dir.
+            stateful=True,
         ),
         ServiceSpec(
             name="prometheus",
@@ -67,6 +70,7 @@ def monitoring_services(config: StackConfig) -> list[ServiceSpec]:
             limits=Limits(memory_mb=1024, cpus=1.0),
             metrics=Metrics(),
             depends_on=("alertmanager",),
+            stateful=True,  # its TSDB volume takes one server at a time (a lock file)
         ),
         ServiceSpec(
             name="grafana",

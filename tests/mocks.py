@@ -206,3 +206,10 @@ def generated_secrets(monitor: RecordingMonitor) -> set[str]:
     values |= {f"mock-{r.name}" + "\n" for r in monitor.of_type("tls:index/privateKey:PrivateKey")}
     values |= {f"mock-token-{r.name}" for r in monitor.of_type("kubernetes:core/v1:Secret")}
     return values | set(TEST_SECRETS.values())
+
+
+def service_of(container: Registration) -> str:
+    """The catalog service a container runs (its `coderz.service` label): a rolling replica's
+    name carries an index and a digest, so tests find containers by service, not by name."""
+    labels = {label["label"]: label["value"] for label in container.plain["labels"]}
+    return labels["coderz.service"]

@@ -22,6 +22,8 @@ from components.gateway.acme import (
     render_acme_script,
 )
 from components.gateway.component import Gateway, GatewayArgs
+from components.host import HostShell
+from tests.test_gateway_component import installed
 from components.gateway.render import CONF_PATH
 from infra.catalog import declare_services
 from infra.config import StackConfig
@@ -41,6 +43,7 @@ def acme_gateway(provider, name: str = "gateway", keep_data: bool = False):
         catalog=catalog(), placement=Placement(prefix="coderz-qa", network_name="coderz-qa-net", provider=provider),
         redis_password=pulumi.Output.secret("REDIS-SECRET"), domain="qa.coderz.example",
         acme=AcmeConfig(email="ops@coderz.example"), keep_data=keep_data,
+        shell=HostShell(docker_host="unix:///var/run/docker.sock"),
     ))
 
 
@@ -82,7 +85,8 @@ def test_a_gateway_with_acme_registers_the_sidecar_its_volumes_and_mounts_them(m
         probe_url="http://gateway:8080/.well-known/acme-challenge"))
     assert "renew --days 30" in script and "--http.webroot /acme-webroot" in script
 
-    conf = uploads(containers["coderz-qa-gateway"])[CONF_PATH]
+    (config_command,) = [c for c in monitor.of_type("command:local:Command") if c.name == "gateway-config"]
+    conf = installed(config_command)[CONF_PATH][0]
     assert f"root {GATEWAY_WEBROOT};" in conf and "location ^~ /.well-known/acme-challenge/" in conf
     assert 'require("gateway_tls").certificate()' in conf and f"{GATEWAY_STORE}/live/gateway.pem" in conf
     assert sorted((p["internal"], p["external"]) for p in gw["ports"]) == [(8080, 80), (8443, 443)]
@@ -100,7 +104,8 @@ def assert_equal(value, expected):
 
 def test_acme_needs_the_domain(monitor, provider):
     args = GatewayArgs(catalog=catalog(), placement=Placement(prefix="coderz-qa", network_name="n", provider=provider),
-                       redis_password="x", acme=AcmeConfig(email="ops@coderz.example"))
+                       redis_password="x", acme=AcmeConfig(email="ops@coderz.example"),
+                       shell=HostShell(docker_host="unix:///var/run/docker.sock"))
     with pytest.raises(ValueError, match="domain"):
         Gateway("gateway", args)
 
@@ -124,7 +129,8 @@ def test_stacks_with_a_domain_get_their_certificate_by_acme(stack, kept):
     script = uploads(containers[f"coderz-{stack}-gateway-acme"])[SCRIPT_PATH]
     domain = {"qa": "qa.coderz.example", "prod": "coderz.example"}[stack]
     assert f"--domains {domain} " in script and "--server https://acme-v02.api.letsencrypt.org/directory " in script
-    conf = uploads(containers[f"coderz-{stack}-gateway"])[CONF_PATH]
+    (config_command,) = [c for c in monitor.registrations if c.name == "gateway-config"]
+    conf = installed(config_command)[CONF_PATH][0]
     assert "ssl_certificate_by_lua_block" in conf and "REPLACE-WITH" not in conf
     assert not any(u["file"].endswith((".crt", ".key")) for u in containers[f"coderz-{stack}-gateway"].plain["uploads"])
     assert outputs["gateway_url"] == ("https://coderz.example" if stack == "prod" else "https://qa.coderz.example")

@@ -30,7 +30,9 @@ def service_args(provider, **changes) -> ContainerServiceArgs:
 def test_container_service_makes_one_container_per_replica_with_the_rules(monitor, provider):
     run(lambda: ContainerService("web", service_args(provider, spec=make_spec(replicas=3))))
     containers = monitor.of_type("docker:index/container:Container")
-    assert sorted(c.plain["name"] for c in containers) == ["coderz-test-web-1", "coderz-test-web-2", "coderz-test-web-3"]
+    # a rolling service: replica index, then a digest of the container (tests/test_rollout.py)
+    assert sorted(c.plain["name"].rsplit("-", 1)[0] for c in containers) == [
+        "coderz-test-web-1", "coderz-test-web-2", "coderz-test-web-3"]
     (image,) = monitor.of_type("RemoteImage")
     assert image.plain["name"] == "nginx:1.27.2-alpine" and image.plain["keepLocally"] is True
     for container in containers:
@@ -68,6 +70,7 @@ def test_uploaded_config_change_changes_the_container(monitor, provider):
 def test_built_image_uses_the_context_and_secret_files_stay_secret(monitor, provider):
     files = [ConfigFile(path="/run/secret.conf", content=pulumi.Output.secret("password=hunter2"))]
     run(lambda: ContainerService("app", service_args(provider, files=files, build_context=Path("/src/app"),
+                                                      spec=make_spec(stateful=True),
                                                       volumes=[VolumeMount(container_path="/data", volume_name="v")])))
     (image,) = monitor.of_type("RemoteImage")
     assert image.plain["build"]["context"] == "/src/app"
@@ -116,7 +119,7 @@ def test_firewall_opens_ssh_web_and_published_ports_only():
 
 
 def test_redis_has_aof_password_from_env_and_a_retained_volume_when_asked(monitor, provider):
-    spec = make_spec("redis", image="redis:7.2.5-alpine", port=6379, route=None, metrics=None)
+    spec = make_spec("redis", image="redis:7.2.5-alpine", port=6379, route=None, metrics=None, stateful=True)
     placement = Placement(prefix="coderz-prod", network_name="n", provider=provider)
     redis = run(lambda: Redis("redis", RedisArgs(spec=spec, placement=placement, keep_data=True)))
     (volume,) = monitor.of_type("docker:index/volume:Volume")
@@ -149,7 +152,7 @@ def test_python_and_dotnet_apis_read_their_settings_their_own_way(monitor, provi
         )
 
     run(lambda: (api("python", "python-api"), api("dotnet", "dotnet-api")))
-    by_name = {c.plain["name"]: c for c in monitor.of_type("docker:index/container:Container")}
+    by_name = {c.plain["name"].rsplit("-", 1)[0]: c for c in monitor.of_type("docker:index/container:Container")}
     python_env = by_name["coderz-qa-python-api-1"].plain["envs"]
     assert "DATABASE_URL=postgresql://python_api:DBPW@postgres:5432/python_api" in python_env
     assert "REDIS_URL=redis://:REDISPW@redis:6379/0" in python_env

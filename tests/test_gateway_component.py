@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
+import io
+import tarfile
+
 import pulumi
+import pytest
 
 from components.container import Placement
+from components.gateway import component as gateway_component
 from components.gateway.component import Gateway, GatewayArgs, GatewayTls
+from components.gateway.reload import ROOT, SCRIPT_DIGEST, reload_command
 from components.gateway.render import (
     CONF_PATH,
     LUA_DIR,
     REDIS_PASSWORD_ENV,
+    TLS_CERT_PATH,
     TLS_KEY_PATH,
     lua_files,
 )
+from components.host import HostShell
 from infra.catalog import declare_services
 from infra.config import StackConfig
 from tests.conftest import run
@@ -28,22 +38,34 @@ def catalog(**ports):
 
 def gateway_args(provider, **changes) -> GatewayArgs:
     fields = dict(catalog=catalog(), placement=Placement(prefix="coderz-qa", network_name="coderz-qa-net", provider=provider),
+                  shell=HostShell(docker_host="unix:///var/run/docker.sock"),
                   redis_password=pulumi.Output.secret("REDIS-SECRET"))
     fields.update(changes)
     return GatewayArgs(**fields)
 
 
-def uploads_of(container) -> dict[str, object]:
-    uploads = container.inputs["uploads"]
-    uploads = uploads["value"] if is_secret(uploads) else uploads
-    return {u["file"]: u["content"] for u in uploads}
+def installed(command) -> dict[str, tuple[str, int]]:
+    """The files the config command installs: absolute path -> (text, mode), from its stdin."""
+    archive = gzip.decompress(base64.b64decode(command.plain["stdin"]))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {f"{ROOT}/{m.name}": (tar.extractfile(m).read().decode(), m.mode) for m in tar.getmembers()}
 
 
-def test_gateway_uploads_its_config_and_lua_and_publishes_http_only(monitor, provider):
+def test_gateway_installs_its_config_and_lua_in_place_and_publishes_http_only(monitor, provider):
     gateway = run(lambda: Gateway("gateway", gateway_args(provider)))
     (container,) = monitor.of_type("docker:index/container:Container")
-    files = uploads_of(container)
+    (command,) = monitor.of_type("command:local:Command")
+    assert command.name == "gateway-config" and container.urn in command.dependencies
+    assert command.plain["create"] == reload_command("coderz-qa-gateway", pid_file="/var/run/openresty/nginx.pid")
+    assert command.plain["environment"] == {"DOCKER_HOST": "unix:///var/run/docker.sock"}
+    config_digest, script_digest, container_id = command.plain["triggers"]
+    assert len(config_digest) == 64 and script_digest == SCRIPT_DIGEST and container_id == "gateway-id"
+    files = {path: text for path, (text, _) in installed(command).items()}
     assert set(files) == {CONF_PATH, *(f"{LUA_DIR}/{name}" for name in lua_files())}
+    # the container itself starts from the bootstrap config: /health only
+    (bootstrap,) = container.plain["uploads"]
+    assert bootstrap["file"] == CONF_PATH and "location /api/" not in bootstrap["content"]
+    assert "listen 8080 default_server;" in bootstrap["content"]
     conf = files[CONF_PATH]
     for prefix in ("/api/python/", "/api/dotnet/", "/grafana/"):
         assert f"location {prefix} " in conf
@@ -69,19 +91,53 @@ def test_tls_gateway_serves_https_with_a_secret_key(monitor, provider):
                      private_key=pulumi.Output.secret("TLS-KEY-SECRET"))
     run(lambda: Gateway("gateway", gateway_args(provider, catalog=catalog(https=443), tls=tls, domain="qa.coderz.example")))
     (container,) = monitor.of_type("docker:index/container:Container")
-    files = uploads_of(container)
-    conf = files[CONF_PATH]
+    (command,) = monitor.of_type("command:local:Command")
+    files = installed(command)
+    conf = files[CONF_PATH][0]
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in conf and "Strict-Transport-Security" in conf
-    assert files[TLS_KEY_PATH] == "TLS-KEY-SECRET"
+    assert files[TLS_KEY_PATH] == ("TLS-KEY-SECRET", 0o600) and files[TLS_CERT_PATH][1] == 0o644
+    # the key travels on stdin only, as a secret; the command line holds no file content
+    assert is_secret(command.inputs["stdin"]) and "TLS-KEY" not in command.plain["create"]
     assert sorted((p["internal"], p["external"]) for p in container.plain["ports"]) == [(8080, 80), (8443, 443)]
     assert plaintext_leaks(monitor.registrations, {"TLS-KEY-SECRET", "REDIS-SECRET"}) == []
 
 
-def test_a_config_change_changes_the_gateway_container(monitor, provider):
-    run(lambda: Gateway("gateway-a", gateway_args(provider)))
-    run(lambda: Gateway("gateway-b", gateway_args(provider, rate_limit_rps=7)))
-    digests = {
-        c.name: {label["label"]: label["value"] for label in c.plain["labels"]}["coderz.config-digest"]
-        for c in monitor.of_type("docker:index/container:Container")
-    }
-    assert digests["gateway-a"] != digests["gateway-b"]
+CONFIG_ONLY_CHANGES = {
+    "routes": lambda provider: dict(catalog=catalog(), rate_limit_rps=7, rate_limit_burst=9),
+    "domain": lambda provider: dict(domain="other.coderz.example"),
+    "tls-material": lambda provider: dict(
+        catalog=catalog(https=443), domain="qa.coderz.example",
+        tls=GatewayTls(certificate="-----BEGIN CERTIFICATE-----\nRENEWED\n-----END CERTIFICATE-----",
+                       private_key=pulumi.Output.secret("RENEWED-KEY"))),
+    "lua": lambda provider: dict(),
+}
+BASELINE = {
+    "tls-material": lambda provider: dict(
+        catalog=catalog(https=443), domain="qa.coderz.example",
+        tls=GatewayTls(certificate="-----BEGIN CERTIFICATE-----\nC\n-----END CERTIFICATE-----",
+                       private_key=pulumi.Output.secret("TLS-KEY-SECRET"))),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CONFIG_ONLY_CHANGES))
+def test_a_config_only_change_reaches_the_command_and_leaves_the_container_as_it_is(monitor, provider, monkeypatch,
+                                                                                      change):
+    """Every `docker.Container` input forces a replacement but `restart`, `memory`,
+    `memory_swap`, `cpu_shares`, `cpu_set`, `max_retry_count` (kreuzwerker
+    resource_docker_container.go, ForceNew; resourceDockerContainerUpdate): so a config change
+    must leave every input of the container exactly as it was, and change the command's."""
+    baseline = BASELINE.get(change, lambda provider: {})(provider)
+    run(lambda: Gateway("gateway", gateway_args(provider, **baseline)))
+    before_container = monitor.of_type("docker:index/container:Container")[-1]
+    before_command = monitor.of_type("command:local:Command")[-1]
+    if change == "lua":
+        edited = {name: text + "\n-- edited\n" for name, text in lua_files().items()}
+        monkeypatch.setattr(gateway_component, "lua_files", lambda: edited)
+    run(lambda: Gateway("gateway", gateway_args(provider, **CONFIG_ONLY_CHANGES[change](provider))))
+    after_container = monitor.of_type("docker:index/container:Container")[-1]
+    after_command = monitor.of_type("command:local:Command")[-1]
+    assert after_container is not before_container
+    assert after_container.plain == before_container.plain  # nothing to replace
+    assert after_command.plain["triggers"][0] != before_command.plain["triggers"][0]  # the command re-runs
+    assert after_command.plain["stdin"] != before_command.plain["stdin"]
+

@@ -20,7 +20,7 @@ from components.k3s.settings import K3sConfig
 from components.host import TargetConfig
 from infra.catalog import declare_services
 from infra.config import ConfigError, STACKS, load, stack_file_values
-from tests.mocks import deploy_stack, generated_secrets, is_secret, plaintext_leaks
+from tests.mocks import deploy_stack, generated_secrets, is_secret, plaintext_leaks, service_of
 from tests.servers import require_module, require_tool
 
 K8S_PREFIX = "kubernetes:"
@@ -170,7 +170,7 @@ def test_prometheus_scrapes_the_api_server_and_kube_state_metrics(stack, tmp_pat
     result = subprocess.run([require_tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
                             capture_output=True, text=True)
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
-    (grafana,) = [c for c in monitor.of_type("docker:index/container:Container") if c.plain["name"].endswith("-grafana")]
+    (grafana,) = [c for c in monitor.of_type("docker:index/container:Container") if service_of(c) == "grafana"]
     assert any(u["file"].endswith("/kubernetes.json") for u in grafana.plain["uploads"])
 
 

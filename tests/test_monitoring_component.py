@@ -24,6 +24,7 @@ from tests.mocks import (
     RecordingMonitor,
     is_secret,
     plaintext_leaks,
+    service_of,
     unwrap,
 )
 from tests.test_monitoring_render import full_catalog, stack_config
@@ -92,7 +93,7 @@ def in_secret(value, text: str) -> bool:
 
 
 def containers(monitor) -> dict[str, dict]:
-    return {c.plain["name"].removeprefix(f"{PREFIX}-"): c for c in monitor.of_type("docker:index/container:Container")}
+    return {service_of(c): c for c in monitor.of_type("docker:index/container:Container")}
 
 
 def test_every_service_runs_pinned_healthy_limited_and_unpublished(monitor, provider):

@@ -287,15 +287,26 @@ def started_with(data: Path, command: list[str]) -> Iterator[int]:
             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
     with process(_as_postgres_user(argv), port=port, log=data.parent / f"postgres-{port}.log"):
         try:
-            # the port opens before the server accepts sessions ("the database system is starting up")
-            deadline = time.monotonic() + 30
-            while subprocess.run([require_tool("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode != 0:
-                assert time.monotonic() < deadline, f"PostgreSQL on {port} never became ready"
-                time.sleep(0.1)
+            _wait_accepting(port)
             yield port
         finally:
             subprocess.run(_as_postgres_user([require_tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
                            capture_output=True, check=False)
+
+
+def _wait_accepting(port: int, timeout: float = 30.0) -> None:
+    """The port opens before the server takes queries ("the database system is starting up"),
+    longer so on a loaded machine: wait for a real connection."""
+    psycopg = require_module("psycopg")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=5).close()
+            return
+        except psycopg.OperationalError as err:
+            if "starting up" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 # How PostgreSQL writes a value back when it differs from the way it was given.

@@ -1,5 +1,6 @@
 """Every shell script we ship or generate passes shellcheck: the repo's scripts, the host
-bootstrap, the Logstash setup script, container commands and the CMD-SHELL health checks."""
+bootstrap, the Logstash setup script, the gateway's reload script, container commands and the
+CMD-SHELL health checks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from components.gateway.acme import AcmeRender, acme_spec, render_acme_script
+from components.gateway.reload import SCRIPT as GATEWAY_RELOAD
 from components.host import INSTALL_DOCKER, firewall_script
 from components.logging.render import render_es_setup_script
 from components.redis import redis_command
@@ -39,6 +41,7 @@ def generated_scripts() -> dict[str, tuple[str, str]]:
         "acme-loop": ("sh", render_acme_script(AcmeRender(
             domain="coderz.example", email="ops@coderz.example", directory_url="https://ca.example/dir",
             probe_url="http://gateway:8080/.well-known/acme-challenge"))),
+        "gateway-reload": ("sh", GATEWAY_RELOAD),
     }
     for stack in STACKS:
         catalog = declare_services(stack_file_config(stack))
@@ -59,6 +62,7 @@ SCRIPTS = generated_scripts()
 def test_the_generated_set_covers_the_shell_health_checks():
     assert {"postgres health", "redis health", "dotnet-api health", "promtail health", "gateway-acme health",
             "acme-loop"} <= set(SCRIPTS)
+    assert {"postgres health", "redis health", "dotnet-api health", "promtail health", "gateway-reload"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))

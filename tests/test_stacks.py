@@ -8,7 +8,7 @@ import pulumi
 import pytest
 
 from infra.config import STACKS
-from tests.mocks import deploy_stack, generated_secrets, is_secret, plaintext_leaks
+from tests.mocks import deploy_stack, generated_secrets, is_secret, plaintext_leaks, service_of
 
 
 @functools.cache
@@ -113,7 +113,7 @@ def test_loopback_port_blocks_of_the_stacks_do_not_overlap():
 def test_ssh_stacks_bootstrap_docker_and_the_firewall_with_only_published_ports():
     monitor, outputs = deployed("prod")
     commands = {r.name: r.plain for r in monitor.of_type("command:remote:Command")}
-    assert set(commands) == {"host-install-docker", "host-firewall", "postgres-apply-roles", "k3s-install"}
+    assert set(commands) == {"host-install-docker", "host-firewall", "postgres-apply-roles", "gateway-config", "k3s-install"}
     firewall = commands["host-firewall"]["create"]
     assert "ufw default deny incoming" in firewall
     rules = [part.split(";")[0].strip() for part in firewall.split("ufw allow ")[1:]]
@@ -167,7 +167,7 @@ def test_each_api_gets_its_own_database_role_and_url():
     (upload,) = init.inputs["uploads"]["value"] if "value" in init.inputs["uploads"] else init.inputs["uploads"]
     sql = upload["content"]
     assert "python_api" in str(sql) and "dotnet_api" in str(sql)
-    python_api = [c for c in containers("qa") if c.plain["name"] == "coderz-qa-python-api-1"][0]
+    python_api = [c for c in containers("qa") if c.plain["name"].startswith("coderz-qa-python-api-1-")][0]
     env = "\n".join(python_api.plain["envs"])
     assert "DATABASE_URL=postgresql://python_api:" in env and "@postgres:5432/python_api" in env
     assert "REDIS_URL=redis://:" in env
@@ -204,13 +204,13 @@ def test_every_export_that_carries_a_secret_is_itself_secret():
 @pytest.mark.parametrize("loki,elk", [(False, False), (True, False), (False, True), (True, True)])
 def test_turning_a_log_pipeline_off_leaves_no_container_target_or_datasource(loki, elk):
     monitor, _ = deploy_stack("prod", **{"coderz:logging": {"loki": {"enabled": loki}, "elk": {"enabled": elk}}})
-    names = {c.plain["name"].removeprefix("coderz-prod-") for c in monitor.of_type("docker:index/container:Container")}
+    names = {service_of(c) for c in monitor.of_type("docker:index/container:Container")}
     loki_services, elk_services = {"loki", "promtail"}, {"elasticsearch", "logstash", "kibana", "filebeat"}
     assert names & loki_services == (loki_services if loki else set())
     assert names & elk_services == (elk_services if elk else set())
 
     def uploaded(container: str, path_end: str) -> str:
-        (c,) = [c for c in monitor.of_type("docker:index/container:Container") if c.plain["name"] == f"coderz-prod-{container}"]
+        (c,) = [c for c in monitor.of_type("docker:index/container:Container") if service_of(c) == container]
         (text,) = [u["content"] for u in c.plain["uploads"] if u["file"].endswith(path_end)]
         return text
 

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from infra.config import ConfigError, load, load_current
+from tests.test_gateway_component import installed
 from tests.mocks import TEST_SECRETS, deploy_stack, engine_config, install_mocks
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -91,8 +92,8 @@ def test_a_valid_certificate_set_by_hand_deploys_without_acme():
     assert load(raw, "prod").config.gateway.tls_mode == "manual"
     monitor, outputs = deploy_stack("prod", **{"coderz:gateway": manual(fullchain), "coderz:tlsPrivateKey": key_pem(key)})
     assert not monitor.of_type("coderz:edge:Acme")
-    (gw,) = [c for c in monitor.of_type("docker:index/container:Container") if c.plain["name"] == "coderz-prod-gateway"]
-    files = {u["file"]: u["content"] for u in gw.plain["uploads"]}
+    (command,) = [c for c in monitor.registrations if c.name == "gateway-config"]
+    files = {path: text for path, (text, _) in installed(command).items()}
     assert fullchain in files.values() and key_pem(key) in files.values()
     assert outputs["gateway_url"] == "https://coderz.example"
 

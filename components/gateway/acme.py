@@ -148,6 +148,7 @@ def acme_spec(gateway: ServiceSpec) -> ServiceSpec:
             interval_s=30, retries=3, start_period_s=180,
         ),
         limits=Limits(memory_mb=64, cpus=0.25),
+        stateful=True,  # two clients would race for one account and certificate store
     )
 
 

@@ -1,13 +1,18 @@
 """`Gateway`: the nginx (OpenResty) gateway, the stack's only public entry.
 
-It owns the rendered nginx.conf and Lua files (uploaded through the Docker API: a change of
-content replaces the container), the TLS certificate and key when the stack has them, and the
-Redis password the response cache uses (a secret environment variable, never in the config).
-Routes come from the catalog, so a routed service needs no edit here.
+It owns the rendered nginx.conf and Lua files, the TLS certificate and key when the stack has
+them, and the Redis password the response cache uses (a secret environment variable, never in
+the config). Routes come from the catalog, so a routed service needs no edit here.
+
+The container is created with a bootstrap config only; the real files reach it through the
+`<name>-config` command (reload.py): checked with `nginx -t`, then a graceful reload. A change
+of routes, Lua or TLS material therefore never replaces the container; a new image does, and
+that is the one deploy that interrupts the gateway (it alone binds the public ports).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
 import pulumi
@@ -26,6 +31,8 @@ from components.gateway.render import (
     render_nginx_conf,
     routes_from_catalog,
 )
+from components.gateway.reload import SCRIPT_DIGEST, ReloadFile, bootstrap_conf, config_archive, reload_command
+from components.host import HostShell
 from components.spec import Catalog, InputStr
 
 
@@ -41,6 +48,8 @@ class GatewayArgs(BaseModel):
 
     catalog: Catalog
     placement: Placement
+    # Where `docker exec` runs to install a new config into the running gateway.
+    shell: HostShell
     redis_password: InputStr
     domain: str | None = None
     tls: GatewayTls | None = None
@@ -88,13 +97,11 @@ class Gateway(pulumi.ComponentResource):
         super().__init__("coderz:edge:Gateway", name, None, opts)
         spec = args.catalog.get("gateway")
         render = gateway_render(args)
-        files = [ConfigFile(path=CONF_PATH, content=render_nginx_conf(render))]
-        files += [ConfigFile(path=f"{LUA_DIR}/{file}", content=text) for file, text in sorted(lua_files().items())]
+        files: list[tuple[str, InputStr, int]] = [(CONF_PATH, render_nginx_conf(render), 0o644)]
+        files += [(f"{LUA_DIR}/{file}", text, 0o644) for file, text in sorted(lua_files().items())]
         if args.tls:
-            files += [
-                ConfigFile(path=TLS_CERT_PATH, content=args.tls.certificate),
-                ConfigFile(path=TLS_KEY_PATH, content=pulumi.Output.secret(args.tls.private_key)),
-            ]
+            files += [(TLS_CERT_PATH, args.tls.certificate, 0o644),
+                      (TLS_KEY_PATH, pulumi.Output.secret(args.tls.private_key), 0o600)]
         volumes = []
         if args.acme:
             if not args.domain:
@@ -112,15 +119,31 @@ class Gateway(pulumi.ComponentResource):
                 spec=spec,
                 placement=args.placement,
                 envs=[pulumi.Output.secret(pulumi.Output.concat(f"{REDIS_PASSWORD_ENV}=", args.redis_password))],
-                files=files,
+                # Nothing here may follow routes, Lua or TLS: every container input forces a
+                # replacement, and replacing the gateway drops its connections.
+                files=[ConfigFile(path=CONF_PATH, content=bootstrap_conf(render))],
                 volumes=volumes,
                 depends_on=args.depends_on,
             ),
             opts=pulumi.ResourceOptions(parent=self),
+        )
+        (container,) = self.service.containers
+        # Secret when the TLS key is in it: only ever on stdin, never in the command line.
+        archive = pulumi.Output.all(*[content for _, content, _ in files]).apply(
+            lambda contents: config_archive([ReloadFile(path, text, mode) for (path, _, mode), text in zip(files, contents)])
+        )
+        self.config_digest = archive.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())
+        self.config = args.shell.run(
+            f"{name}-config",
+            create=container.name.apply(lambda container_name: reload_command(container_name, pid_file=render.pid_path)),
+            stdin=archive,
+            # the files, the script, and a new container (which starts from the bootstrap config)
+            triggers=[self.config_digest, SCRIPT_DIGEST, container.id],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[container]),
         )
         scheme, port = ("https", args.public_https_port) if args.tls or args.acme else ("http", spec.public_ports[0].host)
         host = args.domain or "localhost"
         default_port = {"http": 80, "https": 443}[scheme]
         self.url = pulumi.Output.from_input(f"{scheme}://{host}" + ("" if port == default_port else f":{port}"))
         self.routes = pulumi.Output.from_input([r.path_prefix for r in render.routes])
-        self.register_outputs({"url": self.url, "routes": self.routes})
+        self.register_outputs({"url": self.url, "routes": self.routes, "config_digest": self.config_digest})
