@@ -1,0 +1,168 @@
+"""infra/datacopy.py for real: every application database copied between two PostgreSQL
+servers on 127.0.0.1 whose roles were made by the production init script with different
+passwords, including Unicode data, a database the target lacks, and the refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components.postgres_init import AppDatabase, MonitorRole, render_init_sql
+from infra.datacopy import CopyError, DockerPostgres, TcpPostgres, copy_databases, query
+from tests.servers import postgres_server, require_module, require_tool
+
+UNICODE_ROWS = [(1, "naïve café ☕"), (2, "日本語のテキスト"), (3, "emoji 🐘 and\nnewline\ttab"), (4, "it's \\ quoted \"x\"")]
+APPS = ("dotnet_api", "python_api")
+
+
+def init(server: dict, password_prefix: str, apps: tuple[str, ...] = APPS) -> dict[str, str]:
+    """Roles and databases as a stack's PostgreSQL has them; returns each role's password."""
+    passwords = {app: f"{password_prefix}-{app}-pw" for app in apps}
+    sql = render_init_sql([AppDatabase(name=a, owner=a, password=p) for a, p in passwords.items()],
+                          [MonitorRole(name="metrics", password=f"{password_prefix}-metrics")])
+    result = subprocess.run(
+        [require_tool("psql"), "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-"],
+        input=sql, text=True, capture_output=True, check=False, timeout=60,
+        env={**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(server["port"]), "PGUSER": "postgres",
+             "PGPASSWORD": str(server["password"])},
+    )
+    assert result.returncode == 0, result.stderr
+    return passwords
+
+
+def connect(server: dict, user: str, password: str, dbname: str):
+    psycopg = require_module("psycopg")
+    return psycopg.connect(host="127.0.0.1", port=server["port"], user=user, password=password, dbname=dbname,
+                           connect_timeout=5, autocommit=True)
+
+
+def side(server: dict) -> TcpPostgres:
+    return TcpPostgres(host="127.0.0.1", port=int(server["port"]), user="postgres", password=str(server["password"]))
+
+
+def databases(server: dict) -> dict[str, str]:
+    return dict(query(side(server), "postgres", "SELECT datname, pg_get_userbyid(datdba) FROM pg_database"))
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[dict, dict]]:
+    require_tool("pg_dump")
+    require_module("psycopg")
+    with postgres_server() as source, postgres_server() as target:
+        yield source, target
+
+
+def test_every_database_is_copied_owned_by_the_targets_roles(servers):
+    source, target = servers
+    source_pw, target_pw = init(source, "source"), init(target, "target")
+    with connect(source, "python_api", source_pw["python_api"], "python_api") as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)")
+        conn.execute("CREATE SEQUENCE ticket_seq START 100")
+        conn.execute("CREATE VIEW long_notes AS SELECT * FROM notes WHERE length(body) > 10")
+        conn.cursor().executemany("INSERT INTO notes VALUES (%s, %s)", UNICODE_ROWS)
+        conn.execute("SELECT nextval('ticket_seq')")
+    with connect(source, "dotnet_api", source_pw["dotnet_api"], "dotnet_api") as conn:
+        conn.execute("CREATE SCHEMA shop")
+        conn.execute("CREATE TABLE shop.orders (id serial PRIMARY KEY, item text)")
+        conn.execute("INSERT INTO shop.orders (item) SELECT 'item ' || g FROM generate_series(1, 500) g")
+        conn.execute("CREATE TABLE empty_table (x int)")
+    # The new stack's app already made a table on start; the target lacks python_api entirely.
+    with connect(target, "dotnet_api", target_pw["dotnet_api"], "dotnet_api") as conn:
+        conn.execute("CREATE TABLE empty_table (x int)")
+        conn.execute("INSERT INTO empty_table VALUES (42)")
+    with connect(target, "postgres", str(target["password"]), "postgres") as conn:
+        conn.execute("DROP DATABASE python_api")
+
+    report = {copy.name: copy for copy in copy_databases(side(source), side(target))}
+
+    assert set(report) == set(APPS)
+    assert report["python_api"].created and not report["dotnet_api"].created
+    assert report["python_api"].rows == {"public.notes": 4}
+    assert report["dotnet_api"].rows == {"shop.orders": 500, "public.empty_table": 0}
+    assert report["dotnet_api"].summary() == "dotnet_api (owner dotnet_api): 2 tables, 500 rows"
+    assert report["python_api"].summary() == "python_api (owner python_api, created): 1 tables, 4 rows"
+    # the target's roles, with the target's passwords, own and read everything
+    with connect(target, "python_api", target_pw["python_api"], "python_api") as conn:
+        assert conn.execute("SELECT id, body FROM notes ORDER BY id").fetchall() == UNICODE_ROWS
+        assert conn.execute("SELECT count(*) FROM long_notes").fetchone() == (3,)
+        assert conn.execute("SELECT nextval('ticket_seq')").fetchone() == (101,)
+        owners = conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'").fetchall()
+        assert owners == [("python_api",)]
+        assert conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()"
+                            ).fetchone() == ("UTF8",)
+    with connect(target, "dotnet_api", target_pw["dotnet_api"], "dotnet_api") as conn:
+        assert conn.execute("SELECT count(*), max(item) FROM shop.orders").fetchone() == (500, "item 99")
+        assert conn.execute("SELECT count(*) FROM empty_table").fetchone() == (0,)  # the source's table, not the stale one
+        assert conn.execute("INSERT INTO shop.orders (item) VALUES ('new') RETURNING id").fetchone() == (501,)
+        assert conn.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'shop'").fetchone() == (
+            "dotnet_api",)
+    # the created database is as the init script makes them: the app's own, closed to others
+    assert databases(target)["python_api"] == "python_api"
+    psycopg = require_module("psycopg")
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        connect(target, "dotnet_api", target_pw["dotnet_api"], "python_api")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        connect(target, "python_api", source_pw["python_api"], "python_api")
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokenDump:
+    """A source whose pg_dump stops half-way with an error (a dropped connection)."""
+
+    inner: TcpPostgres
+    label: str = "broken"
+
+    def command(self, tool, database, *, stdin=False):
+        argv, env = self.inner.command(tool, database, stdin=stdin)
+        if tool != "pg_dump":
+            return argv, env
+        return ["sh", "-c", 'pg_dump "$@" | head -c 1500; echo "connection lost" >&2; exit 1', "sh"], env
+
+
+def test_a_failed_dump_restores_nothing(servers):
+    source, target = servers
+    source_pw, target_pw = init(source, "source"), init(target, "target2")
+    with connect(source, "dotnet_api", source_pw["dotnet_api"], "dotnet_api") as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS half (id int)")
+    with connect(target, "dotnet_api", target_pw["dotnet_api"], "dotnet_api") as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS kept (v text)")
+        conn.execute("INSERT INTO kept VALUES ('still here')")
+        before = conn.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                              "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()
+    with pytest.raises(CopyError, match="pg_dump of 'dotnet_api' failed, nothing restored: connection lost"):
+        copy_databases(BrokenDump(side(source)), side(target))
+    with connect(target, "dotnet_api", target_pw["dotnet_api"], "dotnet_api") as conn:
+        after = conn.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                             "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()
+        assert after == before and conn.execute("SELECT v FROM kept").fetchall() == [("still here",)]
+
+
+def test_a_database_without_a_role_on_the_target_is_refused_before_anything_is_copied(servers):
+    source, target = servers
+    init(source, "source", APPS + ("legacy_api",))
+    target_dbs = databases(target)
+    with pytest.raises(CopyError, match="no database 'legacy_api' and no login role 'legacy_api'"):
+        copy_databases(side(source), side(target))
+    assert databases(target) == target_dbs
+
+
+def test_docker_side_runs_the_tools_inside_the_stacks_container(tmp_path: Path, monkeypatch):
+    """The production side: argv and DOCKER_HOST for `docker exec`, proven with a stand-in
+    `docker` that records its arguments and environment."""
+    record = tmp_path / "argv"
+    docker = tmp_path / "docker"
+    docker.write_text(f'#!/bin/sh\nprintf "%s|" "$DOCKER_HOST" "$@" > {record}\nprintf "a\\037b\\036c\\037d\\036\\n"\n')
+    docker.chmod(0o755)
+    pg = DockerPostgres(container="coderz-pr-1-postgres", docker_host="ssh://deploy@qa.coderz.example:22")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    rows = query(pg, "we=ird db", "SELECT 1")
+    assert rows == [("a", "b"), ("c", "d")]
+    argv = record.read_text().split("|")
+    assert argv[:8] == ["ssh://deploy@qa.coderz.example:22", "exec", "-e", "PGDATABASE=we=ird db",
+                        "coderz-pr-1-postgres", "psql", "-U", "postgres"]
+    assert pg.command("psql", "x", stdin=True)[0][:3] == ["docker", "exec", "-i"]
