@@ -166,3 +166,43 @@ def test_docker_side_runs_the_tools_inside_the_stacks_container(tmp_path: Path, 
     assert argv[:8] == ["ssh://deploy@qa.coderz.example:22", "exec", "-e", "PGDATABASE=we=ird db",
                         "coderz-pr-1-postgres", "psql", "-U", "postgres"]
     assert pg.command("psql", "x", stdin=True)[0][:3] == ["docker", "exec", "-i"]
+
+
+def test_clone_with_data_deploys_then_copies_through_each_hosts_docker(tmp_path, monkeypatch, capsys):
+    """`coderz clone qa pr-5 --host other --with-data` end to end: the stand-in `pulumi` records the
+    engine calls; the stand-in `docker` runs each `docker exec` against the real server that
+    plays that stack's container, and records the DOCKER_HOST it was given."""
+    from infra.cli import EXIT_OK, main
+    from tests.standins import calls, copy_project, install_docker, install_pulumi, path_without
+
+    (tmp_path / "project").mkdir()
+    root = copy_project(tmp_path / "project")
+    qa = root / "Pulumi.qa.yaml"
+    qa.write_text(qa.read_text() + "  coderz:sshPrivateKey:\n    secure: v1:AAAA\n"
+                  "  coderz:smtpPassword:\n    secure: v1:BBBB\n")
+    log = tmp_path / "calls.jsonl"
+    with postgres_server() as source, postgres_server() as target:
+        source_pw, target_pw = init(source, "qa"), init(target, "pr5")
+        with connect(source, "python_api", source_pw["python_api"], "python_api") as conn:
+            conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+            conn.cursor().executemany("INSERT INTO notes VALUES (%s, %s)", UNICODE_ROWS)
+        install_pulumi(tmp_path / "bin", log)
+        install_docker(tmp_path / "bin", log, {"coderz-qa-postgres": source, "coderz-pr-5-postgres": target})
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{path_without('pulumi')}")
+        code = main(["clone", "qa", "pr-5", "--host", "other.coderz.example", "--with-data", "--dir", str(root)])
+        out = capsys.readouterr().out
+        assert code == EXIT_OK, out
+        with connect(target, "python_api", target_pw["python_api"], "python_api") as conn:
+            assert conn.execute("SELECT id, body FROM notes ORDER BY id").fetchall() == UNICODE_ROWS
+    engine = calls(log)
+    assert engine[1:4] == [["stack", "init", "pr-5"],
+                           ["config", "copy", "--stack", "qa", "--dest", "pr-5", "--", "coderz:sshPrivateKey"],
+                           ["config", "copy", "--stack", "qa", "--dest", "pr-5", "--", "coderz:smtpPassword"]]
+    assert ["stack", "select", "--stack", "pr-5"] in engine
+    (up,) = [c for c in engine if c[0] == "up"]
+    assert up[1:3] == ["--yes", "--skip-preview"] and up[-2:] == ["--stack", "pr-5"]
+    hosts = {(c[c.index("-e") + 2], c[-1]) for c in calls(log, "docker")}
+    assert hosts == {("coderz-qa-postgres", "DOCKER_HOST=ssh://deploy@qa.coderz.example:22"),
+                     ("coderz-pr-5-postgres", "DOCKER_HOST=ssh://deploy@other.coderz.example:22")}
+    assert "copied 2 databases from qa into pr-5:" in out
+    assert "  python_api (owner python_api): 1 tables, 4 rows" in out.splitlines()

@@ -4,28 +4,19 @@ port (infra/stackset.py), checked over the repo's stack files and enforced by th
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from infra.config import REPO_ROOT, STACKS, ConfigError, load, load_current
+from infra.config import STACKS, ConfigError, load, load_current
 from infra.stackset import StackFile, first_clash, next_free_block, read_stack, read_stacks, stack_names
 from tests.mocks import engine_config, install_mocks, secrets_for
+from tests.standins import copy_project
 
 
 def raw_config(stack: str = "qa", **overrides) -> dict:
     raw, _ = engine_config(stack, secrets=secrets_for(stack), overrides=overrides)
     return raw
-
-
-def project(tmp_path: Path, files: dict[str, str] | None = None) -> Path:
-    """A copy of the project's stack files, plus `files` (stack name -> YAML text)."""
-    for path in REPO_ROOT.glob("Pulumi*.yaml"):
-        shutil.copy(path, tmp_path / path.name)
-    for name, text in (files or {}).items():
-        (tmp_path / f"Pulumi.{name}.yaml").write_text(text)
-    return tmp_path
 
 
 def stack_text(environment: str, host: str | None, base: int, http: int, https: int | None = None) -> str:
@@ -136,7 +127,8 @@ def test_the_running_stack_on_its_own_block_and_port_passes():
 
 
 def test_an_invalid_sibling_file_is_named(tmp_path):
-    root = project(tmp_path, {"broken": json.dumps({"config": {"coderz:ports": {"base": 10}}})})
+    root = copy_project(tmp_path)
+    (root / "Pulumi.broken.yaml").write_text(json.dumps({"config": {"coderz:ports": {"base": 10}}}))
     install_mocks("qa", raw_config("qa"), ["coderz:sshPrivateKey", "coderz:smtpPassword"])
     with pytest.raises(ConfigError, match=r"^Pulumi.broken.yaml: coderz:ports.base: Input should be greater"):
         load_current(root)
