@@ -3,7 +3,8 @@ copy of the project's stack files for commands that write them.
 
 The stand-in `pulumi` answers what the Automation API reads back (`version`, `stack history`,
 `stack output`) and fails, like the real CLI, on the call named by `fail` (a prefix of its
-arguments). The stand-in `docker` runs `docker exec [-i] [-e K=V].. CONTAINER TOOL ARGS..` as
+arguments). The stand-in `gh` records its calls and
+answers a comment listing with a given id. The stand-in `docker` runs `docker exec [-i] [-e K=V].. CONTAINER TOOL ARGS..` as
 `TOOL ARGS..` on this machine against the PostgreSQL server mapped to CONTAINER.
 """
 
@@ -33,7 +34,11 @@ elif plain[:2] == ["stack", "history"]:
                         "environment": {{}}, "config": {{}}, "result": "succeeded",
                         "endTime": "2026-01-01T00:00:01.000Z"}}]))
 elif plain[:2] == ["stack", "output"]:
-    print("{{}}")
+    # `stack output NAME` is one value; the Automation API asks for all of them as JSON
+    print({url!r} if len(plain) > 2 and not plain[2].startswith("-") else "{{}}")
+elif plain[:3] == ["config", "set", "--secret"]:
+    with open({log!r}, "a") as log:
+        log.write(json.dumps(["pulumi-stdin", sys.stdin.read()]) + "\n")
 '''
 
 DOCKER = r'''#!{python}
@@ -82,8 +87,23 @@ def _install(bin_dir: Path, name: str, text: str) -> None:
     script.chmod(0o755)
 
 
-def install_pulumi(bin_dir: Path, log: Path, *, fail: str = "") -> None:
-    _install(bin_dir, "pulumi", PULUMI.format(python=sys.executable, log=str(log), fail=fail))
+def install_pulumi(bin_dir: Path, log: Path, *, fail: str = "", url: str = "http://stand-in.example:1") -> None:
+    """`stack output NAME` answers `url`."""
+    _install(bin_dir, "pulumi", PULUMI.format(python=sys.executable, log=str(log), fail=fail, url=url))
+
+
+GH = r'''#!{python}
+import json, os, sys
+with open({log!r}, "a") as log:
+    log.write(json.dumps(["gh", *sys.argv[1:], "MARKER=" + os.environ.get("MARKER", "")]) + "\n")
+if "--paginate" in sys.argv:
+    print({existing!r})
+'''
+
+
+def install_gh(bin_dir: Path, log: Path, *, existing: str = "") -> None:
+    """A stand-in `gh` whose comment listing answers the id `existing` (none when empty)."""
+    _install(bin_dir, "gh", GH.format(python=sys.executable, log=str(log), existing=existing))
 
 
 def install_docker(bin_dir: Path, log: Path, servers: dict[str, dict]) -> None:
