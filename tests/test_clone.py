@@ -189,17 +189,21 @@ def test_clone_creates_the_stack_and_copies_each_secret_through_the_engine(tmp_p
     assert (root / "Pulumi.pr-7.yaml").exists()
 
 
-def test_an_engine_failure_removes_the_half_made_clone(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("fail,last_call", [
+    ("config copy", ["stack", "rm", "--yes", "pr-8"]),
+    ("stack init", ["stack", "init", "pr-8"]),  # nothing was created: nothing to remove
+])
+def test_an_engine_failure_removes_the_half_made_clone(tmp_path, monkeypatch, capsys, fail, last_call):
     log = tmp_path / "calls.jsonl"
-    install_pulumi(tmp_path / "bin", log, fail="config copy")
+    install_pulumi(tmp_path / "bin", log, fail=fail)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{path_without('pulumi')}")
     root = project(tmp_path)
     source = root / "Pulumi.qa.yaml"
     source.write_text(source.read_text() + "  coderz:sshPrivateKey:\n    secure: v1:AAAA\n")
     before = snapshot(root)
     assert main(["clone", "qa", "pr-8", "--dir", str(root)]) == EXIT_FAILED
-    assert "the engine failed, pr-8 removed again" in capsys.readouterr().err
-    assert calls(log)[-1] == ["stack", "rm", "--yes", "pr-8"]
+    assert "the engine failed, pr-8 removed again: error: the stand-in fails" in capsys.readouterr().err
+    assert calls(log)[-1] == last_call
     assert snapshot(root) == before
 
 
@@ -227,3 +231,30 @@ def test_destroy_keeps_the_stack_without_remove_and_reports_engine_failures(tmp_
         assert ["stack", "rm", "--yes", "pr-10"] not in calls(log)
         assert (root / "Pulumi.pr-10.yaml").exists()
     assert "pulumi destroy of pr-10 failed" in capsys.readouterr().err
+
+
+def test_the_file_is_created_only_if_absent_and_no_temporary_file_is_left(tmp_path):
+    from infra.cloning import CloneRefused
+
+    target = tmp_path / "Pulumi.x.yaml"
+    write_new_file(target, "config: {}\n")
+    with pytest.raises(CloneRefused, match="appeared while cloning"):
+        write_new_file(target, "config: {other: 1}\n")
+    assert target.read_text() == "config: {}\n" and [p.name for p in tmp_path.iterdir()] == ["Pulumi.x.yaml"]
+
+
+def test_with_data_needs_an_engine_and_stops_when_up_fails(tmp_path, monkeypatch, capsys):
+    root = project(tmp_path)
+    qa = root / "Pulumi.qa.yaml"
+    qa.write_text(qa.read_text() + "  coderz:sshPrivateKey:\n    secure: v1:A\n  coderz:smtpPassword:\n    secure: v1:B\n")
+    before = snapshot(root)
+    monkeypatch.setenv("PATH", path_without("pulumi"))
+    assert main(["clone", "qa", "pr-3", "--with-data", "--dir", str(root)]) == EXIT_REFUSED
+    assert "--with-data brings NEW up and needs the pulumi CLI on PATH" in capsys.readouterr().err
+    assert snapshot(root) == before
+    log = tmp_path / "calls.jsonl"
+    install_pulumi(tmp_path / "bin", log, fail="up")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{path_without('pulumi')}")
+    assert main(["clone", "qa", "pr-3", "--with-data", "--dir", str(root)]) == EXIT_FAILED
+    assert "pulumi up of pr-3 failed; no data copied" in capsys.readouterr().err
+    assert calls(log)[-1][:3] == ["up", "--yes", "--skip-preview"]

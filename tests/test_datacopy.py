@@ -206,3 +206,11 @@ def test_clone_with_data_deploys_then_copies_through_each_hosts_docker(tmp_path,
                      ("coderz-pr-5-postgres", "DOCKER_HOST=ssh://deploy@other.coderz.example:22")}
     assert "copied 2 databases from qa into pr-5:" in out
     assert "  python_api (owner python_api): 1 tables, 4 rows" in out.splitlines()
+
+
+def test_a_table_that_changed_during_the_copy_is_named():
+    from infra.datacopy import DatabaseCopy
+
+    copy = DatabaseCopy("app", "app", False, rows={"public.a": 3, "public.b": 1}, source_rows={"public.a": 4, "public.b": 1})
+    assert copy.summary() == ("app (owner app): 2 tables, 4 rows; differs from the source now "
+                              "(written to during the copy?): public.a")

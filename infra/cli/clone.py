@@ -70,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"# still needed: {line}")
         return EXIT_OK
 
-    write_new_file(plan.path, plan.text)
+    try:
+        write_new_file(plan.path, plan.text)
+    except CloneRefused as refused:
+        raise CliError(str(refused)) from None
     print(f"wrote {plan.path.name} ({plan.config.environment} environment, loopback ports from "
           f"{plan.config.ports.base}, gateway port {plan.config.ports.http})")
     if not engine:
@@ -106,7 +109,7 @@ def _create(plan: ClonePlan, root: Path) -> None:
             except auto.CommandError:
                 pass  # reported below: the file goes anyway
         plan.path.unlink(missing_ok=True)
-        raise CliError(f"the engine failed, {plan.new} removed again: {_last_line(error)}", EXIT_FAILED) from None
+        raise CliError(f"the engine failed, {plan.new} removed again: {engine_error(error)}", EXIT_FAILED) from None
     print(f"created stack {plan.new}; secrets re-encrypted from {plan.source}: {', '.join(plan.copied_secrets) or 'none'}")
 
 
@@ -120,7 +123,7 @@ def _deploy_and_copy(plan: ClonePlan, root: Path) -> None:
     try:
         auto.select_stack(plan.new, work_dir=str(root)).up(on_output=print)
     except auto.CommandError as error:
-        raise CliError(f"pulumi up of {plan.new} failed; no data copied: {_last_line(error)}", EXIT_FAILED) from None
+        raise CliError(f"pulumi up of {plan.new} failed; no data copied: {engine_error(error)}", EXIT_FAILED) from None
     try:
         copies = copy_databases(postgres_of(plan.source, root), postgres_of(plan.new, root))
     except CopyError as error:
@@ -130,6 +133,7 @@ def _deploy_and_copy(plan: ClonePlan, root: Path) -> None:
         print(f"  {copy.summary()}")
 
 
-def _last_line(error: Exception) -> str:
+def engine_error(error: Exception) -> str:
+    """The engine's own last line of a failed command, for a one-line error."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+    return lines[-1].removeprefix("stderr:").strip() if lines else type(error).__name__

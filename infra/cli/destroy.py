@@ -10,7 +10,7 @@ from pathlib import Path
 from pulumi import automation as auto
 
 from infra.cli import EXIT_FAILED, EXIT_OK, CliError
-from infra.cli.clone import _last_line, has_engine
+from infra.cli.clone import engine_error, has_engine
 from infra.config import REPO_ROOT, STACK_NAME, ConfigError
 from infra.stackset import read_stack
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         auto.select_stack(name, work_dir=str(root)).destroy(on_output=print, remove=args.remove)
     except auto.CommandError as error:
-        raise CliError(f"pulumi destroy of {name} failed: {_last_line(error)}", EXIT_FAILED) from None
+        raise CliError(f"pulumi destroy of {name} failed: {engine_error(error)}", EXIT_FAILED) from None
     if args.remove:
         path.unlink(missing_ok=True)  # `pulumi stack rm` removes it too; a leftover would look alive
         print(f"destroyed and removed stack {name}")
