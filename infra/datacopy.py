@@ -146,7 +146,14 @@ def _stream(source: PgSide, target: PgSide, database: str, owner: str, timeout: 
         restore = subprocess.Popen([*restore_argv, *RESTORE_FLAGS], env={**os.environ, **restore_env},
                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=restore_err)
         # A stuck side must not hang the copy: both are killed after `timeout` seconds.
-        watchdog = threading.Timer(timeout, lambda: (dump.kill(), restore.kill()))
+        expired = threading.Event()
+
+        def stop() -> None:
+            expired.set()
+            dump.kill()
+            restore.kill()
+
+        watchdog = threading.Timer(timeout, stop)
         watchdog.start()
         try:
             assert dump.stdout is not None and restore.stdin is not None
@@ -160,8 +167,8 @@ def _stream(source: PgSide, target: PgSide, database: str, owner: str, timeout: 
                 restore.kill()
                 restore.wait()
                 dump_err.seek(0)
-                raise CopyError(f"{source.label}: pg_dump of {database!r} failed, nothing restored: "
-                                f"{dump_err.read().decode(errors='replace').strip()}")
+                why = f"timed out after {timeout:g}s" if expired.is_set() else dump_err.read().decode(errors="replace")
+                raise CopyError(f"{source.label}: pg_dump of {database!r} failed, nothing restored: {why.strip()}")
             try:
                 restore.stdin.close()
             except BrokenPipeError:

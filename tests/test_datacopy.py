@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,10 +118,14 @@ class BrokenDump:
     inner: TcpPostgres
     label: str = "broken"
 
+    stall: bool = False
+
     def command(self, tool, database, *, stdin=False):
         argv, env = self.inner.command(tool, database, stdin=stdin)
         if tool != "pg_dump":
             return argv, env
+        if self.stall:  # half a dump, then nothing: only the watchdog ends it
+            return ["sh", "-c", 'pg_dump "$@" | head -c 1500; exec sleep 60', "sh"], env
         return ["sh", "-c", 'pg_dump "$@" | head -c 1500; echo "connection lost" >&2; exit 1', "sh"], env
 
 
@@ -136,6 +141,8 @@ def test_a_failed_dump_restores_nothing(servers):
                               "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()
     with pytest.raises(CopyError, match="pg_dump of 'dotnet_api' failed, nothing restored: connection lost"):
         copy_databases(BrokenDump(side(source)), side(target))
+    with pytest.raises(CopyError, match="pg_dump of 'dotnet_api' failed, nothing restored: timed out after 2s"):
+        copy_databases(BrokenDump(side(source), stall=True), side(target), timeout=2)
     with connect(target, "dotnet_api", target_pw["dotnet_api"], "dotnet_api") as conn:
         after = conn.execute("SELECT table_schema, table_name FROM information_schema.tables "
                              "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()
@@ -146,9 +153,13 @@ def test_a_database_without_a_role_on_the_target_is_refused_before_anything_is_c
     source, target = servers
     init(source, "source", APPS + ("legacy_api",))
     target_dbs = databases(target)
-    with pytest.raises(CopyError, match="no database 'legacy_api' and no login role 'legacy_api'"):
-        copy_databases(side(source), side(target))
-    assert databases(target) == target_dbs
+    try:
+        with pytest.raises(CopyError, match="no database 'legacy_api' and no login role 'legacy_api'"):
+            copy_databases(side(source), side(target))
+        assert databases(target) == target_dbs
+    finally:
+        query(side(source), "postgres", "DROP DATABASE legacy_api")
+        query(side(source), "postgres", "DROP ROLE legacy_api")
 
 
 def test_docker_side_runs_the_tools_inside_the_stacks_container(tmp_path: Path, monkeypatch):
@@ -168,7 +179,7 @@ def test_docker_side_runs_the_tools_inside_the_stacks_container(tmp_path: Path, 
     assert pg.command("psql", "x", stdin=True)[0][:3] == ["docker", "exec", "-i"]
 
 
-def test_clone_with_data_deploys_then_copies_through_each_hosts_docker(tmp_path, monkeypatch, capsys):
+def test_clone_with_data_deploys_then_copies_through_each_hosts_docker(servers, tmp_path, monkeypatch, capsys):
     """`coderz clone qa pr-5 --host other --with-data` end to end: the stand-in `pulumi` records the
     engine calls; the stand-in `docker` runs each `docker exec` against the real server that
     plays that stack's container, and records the DOCKER_HOST it was given."""
@@ -181,19 +192,19 @@ def test_clone_with_data_deploys_then_copies_through_each_hosts_docker(tmp_path,
     qa.write_text(qa.read_text() + "  coderz:sshPrivateKey:\n    secure: v1:AAAA\n"
                   "  coderz:smtpPassword:\n    secure: v1:BBBB\n")
     log = tmp_path / "calls.jsonl"
-    with postgres_server() as source, postgres_server() as target:
-        source_pw, target_pw = init(source, "qa"), init(target, "pr5")
-        with connect(source, "python_api", source_pw["python_api"], "python_api") as conn:
-            conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
-            conn.cursor().executemany("INSERT INTO notes VALUES (%s, %s)", UNICODE_ROWS)
-        install_pulumi(tmp_path / "bin", log)
-        install_docker(tmp_path / "bin", log, {"coderz-qa-postgres": source, "coderz-pr-5-postgres": target})
-        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{path_without('pulumi')}")
-        code = main(["clone", "qa", "pr-5", "--host", "other.coderz.example", "--with-data", "--dir", str(root)])
-        out = capsys.readouterr().out
-        assert code == EXIT_OK, out
-        with connect(target, "python_api", target_pw["python_api"], "python_api") as conn:
-            assert conn.execute("SELECT id, body FROM notes ORDER BY id").fetchall() == UNICODE_ROWS
+    source, target = servers
+    source_pw, target_pw = init(source, "qa"), init(target, "pr5")
+    with connect(source, "python_api", source_pw["python_api"], "python_api") as conn:
+        conn.execute("CREATE TABLE visits (id int PRIMARY KEY, page text)")
+        conn.cursor().executemany("INSERT INTO visits VALUES (%s, %s)", UNICODE_ROWS)
+    install_pulumi(tmp_path / "bin", log)
+    install_docker(tmp_path / "bin", log, {"coderz-qa-postgres": source, "coderz-pr-5-postgres": target})
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{path_without('pulumi')}")
+    code = main(["clone", "qa", "pr-5", "--host", "other.coderz.example", "--with-data", "--dir", str(root)])
+    out = capsys.readouterr().out
+    assert code == EXIT_OK, out
+    with connect(target, "python_api", target_pw["python_api"], "python_api") as conn:
+        assert conn.execute("SELECT id, page FROM visits ORDER BY id").fetchall() == UNICODE_ROWS
     engine = calls(log)
     assert engine[1:4] == [["stack", "init", "pr-5"],
                            ["config", "copy", "--stack", "qa", "--dest", "pr-5", "--", "coderz:sshPrivateKey"],
@@ -205,7 +216,9 @@ def test_clone_with_data_deploys_then_copies_through_each_hosts_docker(tmp_path,
     assert hosts == {("coderz-qa-postgres", "DOCKER_HOST=ssh://deploy@qa.coderz.example:22"),
                      ("coderz-pr-5-postgres", "DOCKER_HOST=ssh://deploy@other.coderz.example:22")}
     assert "copied 2 databases from qa into pr-5:" in out
-    assert "  python_api (owner python_api): 1 tables, 4 rows" in out.splitlines()
+    copied = {line.split(" ")[2]: line for line in out.splitlines() if line.startswith("  ")}
+    assert set(copied) == set(APPS) and "differs" not in out
+    assert re.fullmatch(r"  python_api \(owner python_api\): \d+ tables, \d+ rows", copied["python_api"])
 
 
 def test_a_table_that_changed_during_the_copy_is_named():
