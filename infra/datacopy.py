@@ -111,10 +111,12 @@ class DatabaseCopy:
     def summary(self) -> str:
         note = ", created" if self.created else ""
         line = f"{self.name} (owner {self.owner}{note}): {len(self.rows)} tables, {sum(self.rows.values())} rows"
-        changed = sorted(t for t in self.rows.keys() | self.source_rows.keys()
-                         if self.rows.get(t) != self.source_rows.get(t))
+        extra = sorted(self.rows.keys() - self.source_rows.keys())
+        changed = sorted(t for t in self.source_rows if self.rows.get(t) != self.source_rows[t])
+        if extra:
+            line += f"; tables only the target has, left as they were: {', '.join(extra)}"
         if changed:
-            line += f"; differs from the source now (written to during the copy?): {', '.join(changed)}"
+            line += f"; row counts differ from the source now (written to during the copy?): {', '.join(changed)}"
         return line
 
 

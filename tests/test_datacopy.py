@@ -217,13 +217,14 @@ def test_clone_with_data_deploys_then_copies_through_each_hosts_docker(servers, 
                      ("coderz-pr-5-postgres", "DOCKER_HOST=ssh://deploy@other.coderz.example:22")}
     assert "copied 2 databases from qa into pr-5:" in out
     copied = {line.split(" ")[2]: line for line in out.splitlines() if line.startswith("  ")}
-    assert set(copied) == set(APPS) and "differs" not in out
+    assert set(copied) == set(APPS) and "differ from the source" not in out
     assert re.fullmatch(r"  python_api \(owner python_api\): \d+ tables, \d+ rows", copied["python_api"])
 
 
 def test_a_table_that_changed_during_the_copy_is_named():
     from infra.datacopy import DatabaseCopy
 
-    copy = DatabaseCopy("app", "app", False, rows={"public.a": 3, "public.b": 1}, source_rows={"public.a": 4, "public.b": 1})
-    assert copy.summary() == ("app (owner app): 2 tables, 4 rows; differs from the source now "
-                              "(written to during the copy?): public.a")
+    copy = DatabaseCopy("app", "app", False, rows={"public.a": 3, "public.b": 1, "public.c": 0},
+                        source_rows={"public.a": 4, "public.b": 1})
+    assert copy.summary() == ("app (owner app): 3 tables, 4 rows; tables only the target has, left as they were: "
+                              "public.c; row counts differ from the source now (written to during the copy?): public.a")
