@@ -57,7 +57,8 @@ class ClonePlan:
 
 
 def needed_secrets(config: StackConfig) -> tuple[str, ...]:
-    """The secret keys the loader will require of a stack with this config."""
+    """The secret keys the loader (infra/config.py `parse`) requires of a stack with this config;
+    a test holds the two together."""
     needed = []
     if config.target.kind == "ssh":
         needed.append("sshPrivateKey")

@@ -2,8 +2,8 @@
 copy of the project's stack files for commands that write them.
 
 The stand-in `pulumi` answers what the Automation API reads back (`version`, `stack history`,
-`stack output`) and fails, like the real CLI, on the call named by `fail` (a prefix of its
-arguments). The stand-in `gh` records its calls and
+`stack output`) and fails, like the real CLI, on the calls named by `fail` (prefixes of their
+arguments, separated by `|`). The stand-in `gh` records its calls and
 answers a comment listing with a given id. The stand-in `docker` runs `docker exec [-i] [-e K=V].. CONTAINER TOOL ARGS..` as
 `TOOL ARGS..` on this machine against the PostgreSQL server mapped to CONTAINER.
 """
@@ -24,7 +24,7 @@ args = sys.argv[1:]
 with open({log!r}, "a") as log:
     log.write(json.dumps(["pulumi", *args]) + "\n")
 plain = [a for a in args if a != "--non-interactive"]
-if {fail!r} and " ".join(plain).startswith({fail!r}):
+if any(" ".join(plain).startswith(prefix) for prefix in {fail!r}.split("|") if prefix):
     print("error: the stand-in fails " + " ".join(plain), file=sys.stderr)
     sys.exit(255)
 if plain == ["version"]:

@@ -189,11 +189,13 @@ def test_clone_creates_the_stack_and_copies_each_secret_through_the_engine(tmp_p
     assert (root / "Pulumi.pr-7.yaml").exists()
 
 
-@pytest.mark.parametrize("fail,last_call", [
-    ("config copy", ["stack", "rm", "--yes", "pr-8"]),
-    ("stack init", ["stack", "init", "pr-8"]),  # nothing was created: nothing to remove
+@pytest.mark.parametrize("fail,last_call,said", [
+    ("config copy", ["stack", "rm", "--yes", "pr-8"], "removed again: error: the stand-in fails config copy"),
+    ("stack init", ["stack", "init", "pr-8"], "removed again: error: the stand-in fails stack init"),  # nothing made
+    ("config copy|stack rm", ["stack", "rm", "--yes", "pr-8"],
+     "removed again (but the stack is left in the backend: pulumi stack rm pr-8): error: the stand-in fails config"),
 ])
-def test_an_engine_failure_removes_the_half_made_clone(tmp_path, monkeypatch, capsys, fail, last_call):
+def test_an_engine_failure_removes_the_half_made_clone(tmp_path, monkeypatch, capsys, fail, last_call, said):
     log = tmp_path / "calls.jsonl"
     install_pulumi(tmp_path / "bin", log, fail=fail)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{path_without('pulumi')}")
@@ -202,7 +204,7 @@ def test_an_engine_failure_removes_the_half_made_clone(tmp_path, monkeypatch, ca
     source.write_text(source.read_text() + "  coderz:sshPrivateKey:\n    secure: v1:AAAA\n")
     before = snapshot(root)
     assert main(["clone", "qa", "pr-8", "--dir", str(root)]) == EXIT_FAILED
-    assert "the engine failed, pr-8 removed again: error: the stand-in fails" in capsys.readouterr().err
+    assert f"coderz: the engine failed, pr-8 {said}" in capsys.readouterr().err
     assert calls(log)[-1] == last_call
     assert snapshot(root) == before
 
@@ -258,3 +260,15 @@ def test_with_data_needs_an_engine_and_stops_when_up_fails(tmp_path, monkeypatch
     assert main(["clone", "qa", "pr-3", "--with-data", "--dir", str(root)]) == EXIT_FAILED
     assert "pulumi up of pr-3 failed; no data copied" in capsys.readouterr().err
     assert calls(log)[-1][:3] == ["up", "--yes", "--skip-preview"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_needed_secrets_are_exactly_what_the_loader_requires(stack):
+    from infra.config import ConfigError, load
+
+    raw = stack_file_values(stack)
+    needed = needed_secrets(read_stack(stack).config)
+    assert load({**raw, **{key: "x" for key in needed}}, stack)
+    for key in needed:
+        with pytest.raises(ConfigError, match=key):
+            load({**raw, **{other: "x" for other in needed if other != key}}, stack)

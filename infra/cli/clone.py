@@ -103,13 +103,15 @@ def _create(plan: ClonePlan, root: Path) -> None:
         for key in plan.copied_secrets:
             ws.cli_api.config_copy(key, stack=plan.source, dest=plan.new, cwd=str(root), additional_env=ws.env_vars)
     except auto.CommandError as error:
+        left = ""
         if created:
             try:
                 ws.remove_stack(plan.new)
             except auto.CommandError:
-                pass  # reported below: the file goes anyway
+                left = f" (but the stack is left in the backend: pulumi stack rm {plan.new})"
         plan.path.unlink(missing_ok=True)
-        raise CliError(f"the engine failed, {plan.new} removed again: {engine_error(error)}", EXIT_FAILED) from None
+        raise CliError(f"the engine failed, {plan.new} removed again{left}: {engine_error(error)}",
+                       EXIT_FAILED) from None
     print(f"created stack {plan.new}; secrets re-encrypted from {plan.source}: {', '.join(plan.copied_secrets) or 'none'}")
 
 
