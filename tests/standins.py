@@ -1,8 +1,8 @@
 """Stand-in `pulumi` and `docker` executables that record how they were called, and a scratch
 copy of the project's stack files for commands that write them.
 
-The stand-in `pulumi` answers what the Automation API reads back (`version`, `stack history`,
-`stack output`) and fails, like the real CLI, on the calls named by `fail` (prefixes of their
+The stand-in `pulumi` answers what the Automation API reads back (`version`, `stack ls`,
+`stack history`, `stack output`) and fails, like the real CLI, on the calls named by `fail` (prefixes of their
 arguments, separated by `|`). The stand-in `gh` records its calls and
 answers a comment listing with a given id. The stand-in `docker` runs `docker exec [-i] [-e K=V].. CONTAINER TOOL ARGS..` as
 `TOOL ARGS..` on this machine against the PostgreSQL server mapped to CONTAINER.
@@ -33,6 +33,8 @@ elif plain[:2] == ["stack", "history"]:
     print(json.dumps([{{"kind": "update", "startTime": "2026-01-01T00:00:00.000Z", "message": "",
                         "environment": {{}}, "config": {{}}, "result": "succeeded",
                         "endTime": "2026-01-01T00:00:01.000Z"}}]))
+elif plain[:2] == ["stack", "ls"]:
+    print(json.dumps([{{"name": name, "current": False}} for name in {stacks!r}]))
 elif plain[:2] == ["stack", "output"]:
     # `stack output NAME` is one value; the Automation API asks for all of them as JSON
     print({url!r} if len(plain) > 2 and not plain[2].startswith("-") else "{{}}")
@@ -87,9 +89,11 @@ def _install(bin_dir: Path, name: str, text: str) -> None:
     script.chmod(0o755)
 
 
-def install_pulumi(bin_dir: Path, log: Path, *, fail: str = "", url: str = "http://stand-in.example:1") -> None:
-    """`stack output NAME` answers `url`."""
-    _install(bin_dir, "pulumi", PULUMI.format(python=sys.executable, log=str(log), fail=fail, url=url))
+def install_pulumi(bin_dir: Path, log: Path, *, fail: str = "", url: str = "http://stand-in.example:1",
+                   stacks: tuple[str, ...] = ()) -> None:
+    """`stack output NAME` answers `url`; `stack ls` lists `stacks`."""
+    _install(bin_dir, "pulumi", PULUMI.format(python=sys.executable, log=str(log), fail=fail, url=url,
+                                              stacks=list(stacks)))
 
 
 GH = r'''#!{python}

@@ -180,6 +180,7 @@ def test_clone_creates_the_stack_and_copies_each_secret_through_the_engine(tmp_p
     assert main(["clone", "qa", "pr-7", "--dir", str(root)]) == EXIT_OK
     assert calls(engine) == [
         ["version"],
+        ["stack", "ls", "--json"],
         ["stack", "init", "pr-7"],
         ["config", "copy", "--stack", "qa", "--dest", "pr-7", "--", "coderz:sshPrivateKey"],
     ]
@@ -272,3 +273,14 @@ def test_needed_secrets_are_exactly_what_the_loader_requires(stack):
     for key in needed:
         with pytest.raises(ConfigError, match=key):
             load({**raw, **{other: "x" for other in needed if other != key}}, stack)
+
+
+def test_a_stack_that_exists_only_in_the_backend_is_refused(tmp_path, monkeypatch, capsys):
+    root = project(tmp_path)
+    log = tmp_path / "calls.jsonl"
+    install_pulumi(tmp_path / "bin", log, stacks=("qa", "pr-4"))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{path_without('pulumi')}")
+    before = snapshot(root)
+    assert main(["clone", "qa", "pr-4", "--dir", str(root)]) == EXIT_REFUSED
+    assert "stack 'pr-4' exists already in the backend (without a Pulumi.pr-4.yaml here)" in capsys.readouterr().err
+    assert snapshot(root) == before and calls(log) == [["version"], ["stack", "ls", "--json"]]

@@ -206,7 +206,7 @@ def test_clone_with_data_deploys_then_copies_through_each_hosts_docker(servers, 
     with connect(target, "python_api", target_pw["python_api"], "python_api") as conn:
         assert conn.execute("SELECT id, page FROM visits ORDER BY id").fetchall() == UNICODE_ROWS
     engine = calls(log)
-    assert engine[1:4] == [["stack", "init", "pr-5"],
+    assert engine[1:5] == [["stack", "ls", "--json"], ["stack", "init", "pr-5"],
                            ["config", "copy", "--stack", "qa", "--dest", "pr-5", "--", "coderz:sshPrivateKey"],
                            ["config", "copy", "--stack", "qa", "--dest", "pr-5", "--", "coderz:smtpPassword"]]
     assert ["stack", "select", "--stack", "pr-5"] in engine

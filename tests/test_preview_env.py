@@ -106,6 +106,7 @@ def test_deploy_clones_qa_into_a_new_stack_then_brings_it_up(tmp_path, env):
     made = [c for c in calls(log) if c != ["version"]]
     assert made == [
         ["stack", "select", "pr-12"],
+        ["stack", "ls", "--json"],
         ["stack", "init", "pr-12"],
         ["config", "set", "--secret", "coderz:sshPrivateKey", "--stack", "pr-12"],
         ["config", "set", "--secret", "coderz:smtpPassword", "--stack", "pr-12"],

@@ -68,7 +68,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"# would copy secrets from {plan.source}: {', '.join(plan.copied_secrets) or 'none'}")
         for line in plan.set_secret_lines(plan.missing_secrets):
             print(f"# still needed: {line}")
+        if args.with_data:
+            print(f"# then: pulumi up {plan.new}, and copy every application database of {plan.source} into it")
         return EXIT_OK
+    ws = workspace(root) if engine else None
+    if ws is not None and plan.new in {summary.name for summary in ws.list_stacks()}:
+        raise CliError(f"stack {plan.new!r} exists already in the backend (without a {plan.path.name} here)")
 
     try:
         write_new_file(plan.path, plan.text)
@@ -76,13 +81,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(refused)) from None
     print(f"wrote {plan.path.name} ({plan.config.environment} environment, loopback ports from "
           f"{plan.config.ports.base}, gateway port {plan.config.ports.http})")
-    if not engine:
+    if ws is None:
         print("pulumi is not on PATH: create the stack and set its secrets (value on stdin) with:")
         print(f"pulumi stack init {plan.new}")
         for line in plan.set_secret_lines(plan.copied_secrets + plan.missing_secrets):
             print(line)
         return EXIT_OK
-    _create(plan, root)
+    _create(plan, ws, root)
     if plan.missing_secrets:
         print(f"{plan.source}'s file holds no value for these; set them (value on stdin) before `pulumi up`:")
         for line in plan.set_secret_lines(plan.missing_secrets):
@@ -92,10 +97,9 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _create(plan: ClonePlan, root: Path) -> None:
+def _create(plan: ClonePlan, ws: auto.LocalWorkspace, root: Path) -> None:
     """`pulumi stack init NEW`, then `pulumi config copy` of each secret: re-encrypted by Pulumi
     for NEW. On failure the stack and the file are removed: no half-made clone is left."""
-    ws = workspace(root)
     created = False
     try:
         ws.create_stack(plan.new)
