@@ -132,3 +132,12 @@ def test_an_invalid_sibling_file_is_named(tmp_path):
     install_mocks("qa", raw_config("qa"), ["coderz:sshPrivateKey", "coderz:smtpPassword"])
     with pytest.raises(ConfigError, match=r"^Pulumi.broken.yaml: coderz:ports.base: Input should be greater"):
         load_current(root)
+
+
+def test_a_stack_that_clashes_with_a_sibling_registers_nothing():
+    from infra.platform import build
+
+    monitor = install_mocks("qa-2", raw_config("qa"), ["coderz:sshPrivateKey", "coderz:smtpPassword"])
+    with pytest.raises(ConfigError, match="overlaps Pulumi.qa.yaml's block"):
+        build(load_current())
+    assert monitor.registrations == []
