@@ -35,6 +35,11 @@ class TargetConfig(Frozen):
             raise ValueError("an ssh target needs host")
         return self
 
+    @property
+    def docker_host(self) -> str:
+        """The engine's address, as the Docker provider and `DOCKER_HOST` take it."""
+        return f"ssh://{self.user}@{self.host}:{self.port}" if self.kind == "ssh" else self.socket
+
 
 INSTALL_DOCKER = (
     "set -eu; "
@@ -158,11 +163,11 @@ class DockerHost(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[install]),
             )
             ready = [key_file, install, firewall]
-            docker_host = f"ssh://{target.user}@{target.host}:{target.port}"
+            docker_host = target.docker_host
             provider_args = dict(host=docker_host, ssh_opts=ssh_options(key_path))
             self.shell = HostShell(docker_host=docker_host, connection=connection)
         else:
-            docker_host = target.socket
+            docker_host = target.docker_host
             provider_args = dict(host=docker_host)
             self.shell = HostShell(docker_host=docker_host)
 

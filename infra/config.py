@@ -9,6 +9,7 @@ enter the model: they leave the loader only wrapped as `pulumi.Output.secret`.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -29,6 +30,9 @@ PROJECT = "coderz"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEYS = ("sshPrivateKey", "tlsPrivateKey", "smtpPassword")
 Environment = Literal["dev", "qa", "prod"]
+# Pulumi's own rule for a stack name (pkg/workspace validateStackName). Names are free (`qa-2`,
+# `pr-123`); `coderz:environment` is the KIND of environment that picks defaults and protection.
+STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 class ConfigError(Exception):
@@ -159,6 +163,8 @@ def _error(stack: str, key: str, message: str) -> ConfigError:
 
 def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, str]]:
     """Validate the raw `project:key` map; return the model and the secret values by key."""
+    if not STACK_NAME.fullmatch(stack):
+        raise ConfigError(f"stack name {stack!r}: a stack name is 1-100 letters, digits, '-', '_' or '.'")
     sections: dict[str, Any] = {}
     secrets: dict[str, str] = {}
     for full_key, value in raw.items():
@@ -181,6 +187,7 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
         elif first["type"] == "missing":
             message = "required key is missing"
         raise _error(stack, _key(tuple(first["loc"])), message) from None
+    # A stack named like a kind must be of that kind; any other name may be of any kind.
     if config.environment != stack and stack in ("dev", "qa", "prod"):
         raise _error(stack, f"{PROJECT}:environment", f"says {config.environment!r} in stack {stack!r}")
     if config.target.kind == "ssh" and "sshPrivateKey" not in secrets:
@@ -245,9 +252,14 @@ def stack_file_config(stack: str) -> StackConfig:
     return load({**stack_file_values(stack), **placeholders}, stack).config
 
 
-def load_current() -> Stack:
-    """The running stack's config, as handed to the program by the Pulumi engine."""
+def load_current(root: Path = REPO_ROOT) -> Stack:
+    """The running stack's config, as handed to the program by the Pulumi engine, checked
+    against the other stack files on its host (infra/stackset.py)."""
     from pulumi.runtime import config as runtime_config
 
+    from infra.stackset import check_siblings  # the stack set reads files through this module
+
     raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    return load(raw, pulumi.get_stack())
+    stack = load(raw, pulumi.get_stack())
+    check_siblings(stack.name, stack.config, root)
+    return stack

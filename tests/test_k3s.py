@@ -115,12 +115,12 @@ def test_the_local_cluster_is_a_privileged_k3s_container_with_the_programs_cas()
     assert spec["command"][0] == "server" and "--disable=traefik" in spec["command"] and "--disable=servicelb" in spec["command"]
     assert "--tls-san=k3s" in spec["command"]
     assert {m["containerPath"] for m in spec["volumes"]} == {"/var/lib/rancher/k3s"}
-    assert [(p["internal"], p["external"], p["ip"]) for p in spec["ports"]] == [(6443, 5243, "127.0.0.1")]
+    assert [(p["internal"], p["external"], p["ip"]) for p in spec["ports"]] == [(6443, 5264, "127.0.0.1")]
     assert {u["file"] for u in spec["uploads"]} == {f"{pki.TLS_DIR}/{ca}.{ext}" for ca in pki.CA_NAMES for ext in ("crt", "key")}
     # the CA keys are secret, so the whole upload list travels as one
     assert is_secret(server.inputs["uploads"])
     server_url = yaml.safe_load(outputs["kubeconfig"])["clusters"][0]["cluster"]["server"]
-    assert server_url == "https://127.0.0.1:5243"
+    assert server_url == "https://127.0.0.1:5264"
     assert outputs["kubernetes_api"] == "k3s:6443"
 
 
@@ -135,7 +135,7 @@ def test_the_ssh_cluster_is_installed_on_the_host_and_reached_through_a_tunnel(s
     assert install.plain["triggers"]
     tunnel = monitor.named("k3s-tunnel")
     base = {"qa": 5100, "prod": 5000}[stack]
-    assert f"-L 127.0.0.1:{base + 43}:127.0.0.1:6443" in tunnel.plain["create"]
+    assert f"-L 127.0.0.1:{base + 64}:127.0.0.1:6443" in tunnel.plain["create"]
     assert f"deploy@{stack if stack == 'qa' else 'prod'}.coderz.example" in tunnel.plain["create"]
     assert outputs["kubernetes_api"] == "172.17.0.1:6443"
 
@@ -260,14 +260,14 @@ def test_a_planted_mistake_fails_the_schema():
 
 def test_the_kubeconfig_is_accepted_by_kubectl(tmp_path):
     kubectl = require_tool("kubectl")
-    text = pki.render_kubeconfig("https://127.0.0.1:5243", "CA PEM", "CERT PEM", "KEY PEM", cluster="coderz-qa")
+    text = pki.render_kubeconfig("https://127.0.0.1:5264", "CA PEM", "CERT PEM", "KEY PEM", cluster="coderz-qa")
     path = tmp_path / "kubeconfig"
     path.write_text(text)
     out = subprocess.run([kubectl, "config", "view", "--kubeconfig", str(path), "--raw", "-o", "json"],
                          capture_output=True, text=True, check=True).stdout
     view = yaml.safe_load(out)
     assert view["current-context"] == "coderz-qa"
-    assert view["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:5243"
+    assert view["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:5264"
     assert base64.b64decode(view["users"][0]["user"]["client-key-data"]).decode() == "KEY PEM"
 
 
@@ -278,7 +278,7 @@ def shellcheck(text: str) -> str:
 
 def test_the_install_and_tunnel_scripts_pass_shellcheck():
     assert shellcheck(install_script(K3sConfig(), ("172.17.0.1", "127.0.0.1"))) == ""
-    create, delete = tunnel_commands(TargetConfig(kind="ssh", host="qa.coderz.example"), "~/.ssh/coderz-qa.key", 5143)
+    create, delete = tunnel_commands(TargetConfig(kind="ssh", host="qa.coderz.example"), "~/.ssh/coderz-qa.key", 5164)
     assert shellcheck(create) == "" and shellcheck(delete) == ""
 
 

@@ -286,6 +286,13 @@ def started_with(data: Path, command: list[str]) -> Iterator[int]:
     argv = [require_tool("postgres"), *command[1:], "-D", str(data), "-p", str(port), "-k", str(data.parent),
             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
     with process(_as_postgres_user(argv), port=port, log=data.parent / f"postgres-{port}.log"):
+        # The port opens before recovery ends ("the database system is starting up"): wait for
+        # the server to accept connections, not just for the socket.
+        for _ in range(200):
+            ready = subprocess.run([require_tool("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
+            if ready.returncode == 0:
+                break
+            time.sleep(0.1)
         try:
             _wait_accepting(port)
             yield port
