@@ -554,8 +554,10 @@ def test_redis_stopping_while_running_fails_open(backends):
     path = unique("/redis-stops-")
     with contextlib.ExitStack() as nginx_stack:
         with redis_server(REDIS_PASSWORD) as port:
-            running = nginx_stack.enter_context(gateway(routes, redis_port=port, resolver="127.0.0.1"))
+            running = nginx_stack.enter_context(gateway(routes, redis_port=port, resolver="127.0.0.1",
+                                                        cache_l1_ttl_s=1))
             assert [running.get(f"/api/python{path}")[1]["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+        time.sleep(1.1)  # the first level may answer for a second more; then only Redis could
         # Redis is gone; nginx still holds pooled connections to it
         for _ in range(3):
             status, headers, _ = running.get(f"/api/python{path}")

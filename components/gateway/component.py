@@ -24,6 +24,7 @@ from components.gateway.render import (
     lua_files,
     render_nginx_conf,
     routes_from_catalog,
+    workers_from_limits,
 )
 from components.spec import Catalog, InputStr
 
@@ -66,8 +67,7 @@ def gateway_render(args: GatewayArgs) -> GatewayRender:
         tls_key_path=TLS_KEY_PATH if args.tls else None,
         rate_limit_rps=args.rate_limit_rps,
         rate_limit_burst=args.rate_limit_burst,
-        # One worker per CPU the container may use; the limit is often below one CPU.
-        worker_processes=max(1, int(spec.limits.cpus)),
+        **workers_from_limits(spec.limits),
     )
 
 
