@@ -249,15 +249,16 @@ def nginx_test(prefix: Path, conf: Path) -> subprocess.CompletedProcess:
 
 
 @contextlib.contextmanager
-def gateway(routes: tuple[GatewayRoute, ...], **overrides) -> Iterator[Gateway]:
-    """Real nginx in the foreground on free loopback ports, everything under a temp prefix."""
+def gateway(routes: tuple[GatewayRoute, ...], *, wrap: tuple[str, ...] = (), **overrides) -> Iterator[Gateway]:
+    """Real nginx in the foreground on free loopback ports, everything under a temp prefix;
+    `wrap` is a command prefix that execs nginx (e.g. one that joins a cgroup first)."""
     binary, _ = nginx_binary()
     prefix = scratch_dir("gateway-")
     try:
         args, conf = render_into(prefix, routes, **overrides)
         checked = nginx_test(prefix, conf)
         assert checked.returncode == 0, checked.stderr
-        argv = [binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
+        argv = [*wrap, binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
         with process(argv, port=args.http_port, env={REDIS_PASSWORD_ENV: REDIS_PASSWORD},
                      log=prefix / "stdout.log"):
             wait_for_port(args.metrics_port)
