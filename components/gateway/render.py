@@ -94,6 +94,8 @@ class GatewayRender(Frozen):
     # A request body must arrive within client_body_timeout_s + its length at this rate.
     min_body_rate: int = Field(default=65_536, ge=1)
     conn_per_client: int = Field(default=64, ge=1, le=65_535)
+    # nginx's own default (4 buffers of 8 KiB): a longer request line or header is refused.
+    large_header_buffer_kb: int = Field(default=8, ge=1, le=256)
 
     lua_dir: str = Field(default=LUA_DIR, pattern=_PATH)
     access_log: str = Field(default="/dev/stdout", pattern=_PATH)
