@@ -136,9 +136,33 @@ local function decode(value)
     return tonumber(status), tonumber(stored), tonumber(expires), headers, value:sub(head_end + 2), etag, modified
 end
 
+-- This worker's decoded copies of recent values, so a HIT does not parse the same bytes again:
+-- a copy is used only while the level still holds exactly those bytes (LuaJIT interns strings,
+-- so the comparison is one pointer), and the whole memo is dropped past MEMO_BYTES.
+local MEMO_BYTES = 4 * 1048576
+local memo, memo_bytes = {}, 0
+
+local function decoded(key, value)
+    local entry = memo[key]
+    if entry and entry[1] == value then
+        return entry
+    end
+    entry = { value, decode(value) }
+    if entry[2] then
+        if memo_bytes + #value > MEMO_BYTES then
+            memo, memo_bytes = {}, 0
+        end
+        memo[key] = entry
+        memo_bytes = memo_bytes + #value
+    end
+    return entry
+end
+
 -- Answer from a stored value and end the request; false when the value is unusable or stale.
 local function serve(ctx, value, now)
-    local status, stored, expires, headers, body, etag, modified = decode(value)
+    local entry = decoded(ctx.cache_key, value)
+    local status, stored, expires, headers, body, etag, modified =
+        entry[2], entry[3], entry[4], entry[5], entry[6], entry[7], entry[8]
     if not status or expires <= now then
         return false
     end
