@@ -13,7 +13,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 from urllib.parse import urlsplit
+
+import pytest
 
 from tests.servers import free_port
 
@@ -110,3 +113,11 @@ class Garbage:
     def stop(self) -> None:
         self._stop.set()
         self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[Scripted]:
+    """A scripted backend for one test module."""
+    server = Scripted()
+    yield server
+    server.stop()

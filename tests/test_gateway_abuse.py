@@ -7,8 +7,8 @@ is reached within seconds; the production values are the render defaults.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import select
 import socket
 import time
 from typing import Iterator
@@ -17,19 +17,12 @@ import pytest
 
 from components.gateway.render import GatewayRender, render_nginx_conf, workers_from_limits
 from components.spec import Limits
-from tests.gateway_backends import Scripted
+from tests.gateway_backends import backend  # noqa: F401 (the fixture)
 from tests.servers import redis_server
 from tests.test_gateway_nginx import REDIS_PASSWORD, Gateway, gateway, route
 
 TIMEOUT_S = 2
 PER_CLIENT = 4
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[Scripted]:
-    server = Scripted()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +92,15 @@ def test_one_client_holding_requests_open_cannot_exhaust_the_worker_for_others(g
             sock = connect(gw)
             sock.sendall(b"POST /p/held HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
             held.append(sock)
-        for sock in held:
-            sock.settimeout(0.3)
-            try:
-                refused += sock.recv(4096).startswith(b"HTTP/1.1 503")
-            except ConnectionResetError:  # answered 503 and closed with the body unread
-                refused += 1
-            except socket.timeout:
-                pass
+        waiting, deadline = list(held), time.monotonic() + 5
+        while waiting and refused < 60 - PER_CLIENT and time.monotonic() < deadline:
+            readable, _, _ = select.select(waiting, [], [], 0.2)
+            for sock in readable:
+                waiting.remove(sock)
+                try:
+                    refused += sock.recv(4096).startswith(b"HTTP/1.1 503")
+                except ConnectionResetError:  # answered 503 and closed with the body unread
+                    refused += 1
         assert refused >= 60 - PER_CLIENT, refused
         started = time.monotonic()
         with connect(gw, "127.0.0.2") as other:
@@ -132,7 +126,7 @@ def test_workers_and_connections_follow_the_container_limits():
         assert directive in conf, directive
 
 
-def test_an_oversized_user_agent_path_and_referer_log_one_json_line_under_16_kib(gw):
+def test_an_oversized_user_agent_and_path_log_one_json_line_under_16_kib(gw):
     ua = ("\x01" * 1000 + "A" * 60_000).encode()  # control bytes take 6 characters escaped
     path = "/p/" + "%01" * 1000 + "b" * 57_000
     with connect(gw) as sock:
@@ -153,4 +147,4 @@ def test_an_oversized_user_agent_path_and_referer_log_one_json_line_under_16_kib
     entry = json.loads(lines[0])
     assert entry["user_agent"].startswith("\x01") and entry["uri"].startswith("/p/\x01")
     assert entry["status"] == 200 and entry["route"] == "plain-api"
-    assert (len(entry["user_agent"]), len(entry["referer"]), len(entry["uri"]), len(entry["args"])) == (256, 256, 512, 512)
+    assert (len(entry["user_agent"]), len(entry["uri"]), len(entry["args"])) == (256, 512, 512)

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.gateway_backends import Answer, Garbage, Scripted
+from tests.gateway_backends import Answer, Garbage, backend  # noqa: F401 (the fixture)
 from tests.servers import redis_server
 from tests.test_gateway_nginx import REDIS_PASSWORD, Gateway, gateway, route, unique
 
@@ -28,13 +28,6 @@ L1_TTL_S = 1
 def redis_port() -> Iterator[int]:
     with redis_server(REDIS_PASSWORD) as port:
         yield port
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[Scripted]:
-    server = Scripted()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

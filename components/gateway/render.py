@@ -142,9 +142,9 @@ class GatewayRender(Frozen):
 
 
 # Fields of the access log a client controls, and the bytes each may take: (name, nginx
-# variable, size). Escaped for JSON every byte can take 6, so all of them stay under 11 KiB.
+# variable, size). Escaped for JSON every byte can take 6, so all of them stay under 9 KiB.
 LOG_BOUNDS = (("method", "request_method", 16), ("uri", "uri", 512), ("args", "args", 512),
-              ("host", "host", 128), ("referer", "http_referer", 256), ("user_agent", "http_user_agent", 256))
+              ("host", "host", 128), ("user_agent", "http_user_agent", 256))
 
 # Request headers that claim where a request came from; the gateway, the first proxy, drops
 # what a client sent (the X-Forwarded-* it sets itself).
