@@ -126,6 +126,18 @@ def test_workers_and_connections_follow_the_container_limits():
         assert directive in conf, directive
 
 
+def test_the_gateway_component_sizes_nginx_from_the_stack_limits(provider):
+    from components.container import Placement
+    from components.gateway.component import GatewayArgs, gateway_render
+    from infra.catalog import declare_services
+    from infra.config import stack_file_config
+
+    placement = Placement(prefix="coderz-prod", network_name="coderz-prod-net", provider=provider)
+    render = gateway_render(GatewayArgs(catalog=declare_services(stack_file_config("prod")), placement=placement,
+                                        redis_password="pw"))
+    assert (render.worker_processes, render.worker_connections) == (1, 2048)  # prod: 1 CPU, 256 MiB
+
+
 def test_an_oversized_user_agent_and_path_log_one_json_line_under_16_kib(gw):
     ua = ("\x01" * 1000 + "A" * 60_000).encode()  # control bytes take 6 characters escaped
     path = "/p/" + "%01" * 1000 + "b" * 57_000

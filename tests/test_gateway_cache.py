@@ -234,6 +234,21 @@ def test_a_hit_keeps_the_headers_and_answers_conditional_requests_from_redis_and
     assert backend.hits[path] == 2
 
 
+def test_the_first_level_never_outlives_the_entry(redis_port, backend):
+    """A 10 s first level and a max-age=1 answer: once stale it is not served, not even by L1."""
+    path = unique("/short-lived-")
+    backend.answers[path] = Answer(headers={"Cache-Control": "max-age=1"})
+    routes = (route("cached-api", "127.0.0.1", backend.port, ttl=30, prefix="/c/"),)
+    with gateway(routes, redis_port=redis_port, resolver="127.0.0.1", cache_l1_ttl_s=10) as long_l1:
+        started = time.monotonic()
+        assert [cache for _, cache, _ in twice(long_l1, f"/c{path}")] == ["MISS", "HIT"]
+        flush_redis(redis_port)
+        assert long_l1.get(f"/c{path}")[1]["x-cache"] == "HIT"  # the first level's
+        time.sleep(max(0.0, started + 2.1 - time.monotonic()))
+        assert long_l1.get(f"/c{path}")[1]["x-cache"] == "MISS"
+    assert backend.hits[path] == 2
+
+
 # --- one fill per key ----------------------------------------------------------------------------
 
 
