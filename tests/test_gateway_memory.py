@@ -136,6 +136,6 @@ def test_a_100_mib_answer_streams_through_uncached_under_the_prod_memory_limit()
                 peaks = peak_rss_kib(master)
                 # never near the answer's size: nothing held it whole
                 assert max(peaks.values()) < 64 * 1024, peaks
-                assert "worker process" not in gw.errors() or "exited on signal" not in gw.errors()
+                assert "exited on signal" not in gw.errors()  # no worker died on the way
     finally:
         backend.stop()

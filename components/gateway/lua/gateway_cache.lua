@@ -45,7 +45,9 @@ local M = {}
 M.require_any = require_any
 local conf = {}
 local password
-local FORMAT = "gw2\n" -- FORMAT status \n stored_at \n expires_at \n (name: value \n)* \n body
+-- FORMAT status \n stored_at \n expires_at \n (name: value \n)* \n body; times in seconds
+-- with milliseconds, so a lifetime of 1 s is a second, not what is left of the current one.
+local FORMAT = "gw2\n"
 local DOWN_FOR = 2 -- seconds Redis is skipped after a failure
 local POLL_S = 0.01 -- how often a waiting MISS looks whether the fill is done
 
@@ -55,6 +57,8 @@ local NOT_STORED = {
     ["connection"] = true, ["keep-alive"] = true, ["transfer-encoding"] = true, ["content-length"] = true,
     ["te"] = true, ["trailer"] = true, ["upgrade"] = true, ["proxy-connection"] = true, ["date"] = true,
     ["age"] = true, ["server"] = true, ["x-cache"] = true, ["x-request-id"] = true, ["set-cookie"] = true,
+    ["x-frame-options"] = true, ["x-content-type-options"] = true, ["referrer-policy"] = true,
+    ["x-xss-protection"] = true, ["content-security-policy"] = true, ["strict-transport-security"] = true,
 }
 
 function M.init(config)
@@ -108,7 +112,7 @@ local function decode(value)
     if type(value) ~= "string" then
         return nil
     end
-    local status, stored, expires, start = value:match("^gw2\n(%d+)\n(%d+)\n(%d+)\n()")
+    local status, stored, expires, start = value:match("^gw2\n(%d+)\n([%d.]+)\n([%d.]+)\n()")
     if not status then
         return nil
     end
@@ -170,7 +174,7 @@ local function serve(ctx, value, now)
     for name, item in pairs(headers) do
         ngx.header[name] = item
     end
-    ngx.header["Age"] = math.max(0, now - stored)
+    ngx.header["Age"] = math.max(0, math.floor(now - stored))
     if status == 200 and policy.not_modified(ngx.var.http_if_none_match, ngx.var.http_if_modified_since,
         etag, modified) then
         ngx.header["Content-Type"] = nil
@@ -243,7 +247,7 @@ function M.lookup(route, ctx)
     ctx.cache = "MISS"
     ctx.cache_key = "gw2:" .. route.name .. ":" .. var.scheme .. "://" .. (var.host or "") .. " GET "
         .. var.request_uri
-    local now = ngx.time()
+    local now = ngx.now()
     local found = find(ctx, now)
     if found == nil then
         return -- Redis is not there: fetch, store nothing
@@ -258,7 +262,7 @@ function M.lookup(route, ctx)
             ngx.sleep(POLL_S)
             ngx.update_time()
         end
-        find(ctx, ngx.time())
+        find(ctx, ngx.now())
         return -- still a MISS (no answer stored, or the lock timed out): fetch, store nothing
     end
     ctx.lock_key, ctx.lock_token = lock_key, token
@@ -283,7 +287,7 @@ function M.header_filter(ctx)
         for name, value in pairs(headers) do
             lower[name:lower()] = value
         end
-        local now = ngx.time()
+        local now = ngx.now()
         local life, why = policy.lifetime(status, lower, ttl, now)
         if not life and why ~= "status" then
             ctx.cache = "BYPASS"
@@ -299,7 +303,7 @@ function M.header_filter(ctx)
                     end
                 end
             end
-            ctx.fill_head = FORMAT .. status .. "\n" .. now .. "\n" .. (now + life) .. "\n"
+            ctx.fill_head = string.format("%s%d\n%.3f\n%.3f\n", FORMAT, status, now, now + life)
                 .. table.concat(lines) .. "\n"
             ctx.fill_expires = now + life
             ctx.fill_length = length
@@ -318,14 +322,14 @@ function M.header_filter(ctx)
 end
 
 local function write(premature, key, value, ttl)
-    if premature then
+    if premature or ttl < 0.001 then -- stale already (a slow body): nothing to share
         return
     end
     local red = connect()
     if not red then
         return
     end
-    local ok, err = red:set(key, value, "EX", ttl)
+    local ok, err = red:set(key, value, "PX", math.floor(ttl * 1000))
     if not ok then
         red:close()
         ngx.log(ngx.WARN, "gateway cache: SET failed: ", err)
@@ -357,7 +361,7 @@ function M.body_filter(ctx)
     ctx.fill_body = nil
     if ctx.fill_length == nil or ctx.fill_length == ctx.fill_size then
         local value = ctx.fill_head .. table.concat(body)
-        local now = ngx.time()
+        local now = ngx.now()
         remember(ctx.cache_key, value, ctx.fill_expires, now)
         local ok, err = ngx.timer.at(0, write, ctx.cache_key, value, ctx.fill_expires - now)
         if not ok then
