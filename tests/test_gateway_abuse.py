@@ -84,7 +84,8 @@ def test_a_body_trickled_faster_than_the_read_timeout_is_still_cut_off(gw, backe
 
 def test_one_client_holding_requests_open_cannot_exhaust_the_worker_for_others(gw, backend):
     """60 requests from one address, each waiting for its body (more than the worker's 48
-    connections): past PER_CLIENT they are refused at once, and another client is served."""
+    connections): past PER_CLIENT their connections are closed at once, so the slots are free
+    again and another client is served."""
     held: list[socket.socket] = []
     refused = 0
     try:
@@ -98,15 +99,15 @@ def test_one_client_holding_requests_open_cannot_exhaust_the_worker_for_others(g
             for sock in readable:
                 waiting.remove(sock)
                 try:
-                    refused += sock.recv(4096).startswith(b"HTTP/1.1 503")
-                except ConnectionResetError:  # answered 503 and closed with the body unread
+                    refused += sock.recv(4096) == b""  # closed without an answer
+                except ConnectionResetError:  # closed with the request unread
                     refused += 1
         assert refused >= 60 - PER_CLIENT, refused
         started = time.monotonic()
         with connect(gw, "127.0.0.2") as other:
             other.sendall(b"GET /p/other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             other.settimeout(3)
-            assert other.recv(4096).startswith(b"HTTP/1.1 200")
+            assert other.recv(4096).startswith(b"HTTP/1.1 200"), gw.errors()
         assert time.monotonic() - started < 1
     finally:
         for sock in held:

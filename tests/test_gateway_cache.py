@@ -282,7 +282,7 @@ def test_waiting_misses_are_bounded_by_the_lock_and_not_serialised(gw, backend):
 
 FORGED = {"X-Forwarded-For": "6.6.6.6", "X-Real-IP": "6.6.6.6", "X-Forwarded-Host": "evil.example",
           "Forwarded": "for=6.6.6.6;host=evil.example", "X-Forwarded-Proto": "https",
-          "X-Forwarded-Prefix": "/evil", "X-Original-URL": "/admin"}
+          "X-Forwarded-Prefix": "/evil", "X-Original-URL": "/admin", "X-Forwarded-Port": "1"}
 
 
 @pytest.mark.parametrize("prefix", ["/c", "/p"])
@@ -295,4 +295,4 @@ def test_forwarding_headers_come_from_the_edge_on_fills_and_on_proxied_requests(
     assert seen["x-forwarded-host"] == "shop.example" and seen["host"] == "shop.example"
     assert seen["x-forwarded-proto"] == "http"
     assert seen["x-forwarded-prefix"] == prefix
-    assert "forwarded" not in seen and "x-original-url" not in seen
+    assert "forwarded" not in seen and "x-original-url" not in seen and "x-forwarded-port" not in seen

@@ -147,8 +147,9 @@ LOG_BOUNDS = (("method", "request_method", 16), ("uri", "uri", 512), ("args", "a
               ("host", "host", 128), ("user_agent", "http_user_agent", 256))
 
 # Request headers that claim where a request came from; the gateway, the first proxy, drops
-# what a client sent (the X-Forwarded-* it sets itself).
-FORGED_HEADERS = ("Forwarded", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Original-Forwarded-For",
+# what a client sent (the X-Forwarded-* it sets itself). No X-Forwarded-Port: inside the
+# container the gateway knows its own port, not the public one Docker maps to it.
+FORGED_HEADERS = ("Forwarded", "X-Forwarded-Port", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Original-Forwarded-For",
                   "X-Original-URL", "X-Rewrite-URL", "X-Client-IP", "True-Client-IP", "X-Cluster-Client-IP")
 
 # What one connection may cost the gateway at most, roughly: its buffers for a large request

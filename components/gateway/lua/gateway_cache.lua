@@ -13,42 +13,18 @@
 -- than the cap, whatever the answer's size.
 -- One fill per key at a time: the first MISS takes a lock (shared dict gw_locks); the others
 -- wait up to cache_lock_wait_ms for its answer, then go to the backend without storing.
---
--- Redis trouble never fails a request: the lookup counts as a MISS, and after a connection
--- error Redis is left alone for a few seconds so requests do not each wait for it.
--- The password comes from the environment (GATEWAY_REDIS_PASSWORD, a container secret),
--- never from nginx.conf.
+-- Storage (the two levels, the format, Redis) is gateway_store's; when Redis cannot be asked
+-- the request is a MISS that stores nothing.
 
--- The first of several module names that loads: OpenResty ships resty.*, Debian packages
--- the same libraries as nginx.*.
-local function require_any(...)
-    local failures = {}
-    for _, name in ipairs({ ... }) do
-        local ok, mod = pcall(require, name)
-        if ok then
-            return mod
-        end
-        failures[#failures + 1] = mod
-    end
-    error(table.concat(failures, "\n"))
-end
-
-local redis = require_any("resty.redis", "nginx.redis")
 local policy = require "gateway_policy"
+local store = require "gateway_store"
 
 local ngx = ngx
-local state = ngx.shared.gw_state
-local l1 = ngx.shared.gw_l1
 local locks = ngx.shared.gw_locks
 
 local M = {}
-M.require_any = require_any
+M.require_any = store.require_any
 local conf = {}
-local password
--- FORMAT status \n stored_at \n expires_at \n (name: value \n)* \n body; times in seconds
--- with milliseconds, so a lifetime of 1 s is a second, not what is left of the current one.
-local FORMAT = "gw2\n"
-local DOWN_FOR = 2 -- seconds Redis is skipped after a failure
 local POLL_S = 0.01 -- how often a waiting MISS looks whether the fill is done
 
 -- Headers not stored: hop-by-hop, per-answer (Date, Age, ids), and the ones the gateway adds
@@ -63,167 +39,37 @@ local NOT_STORED = {
 
 function M.init(config)
     conf = config
-    password = os.getenv("GATEWAY_REDIS_PASSWORD")
-    if password == "" then
-        password = nil
-    end
+    store.init(config)
 end
 
-local function connect()
-    if state:get("redis_down") then
-        return nil, "marked down"
-    end
-    local red = redis:new()
-    red:set_timeout(conf.redis_timeout_ms)
-    local ok, err = red:connect(conf.redis_host, conf.redis_port)
-    if not ok then
-        state:set("redis_down", true, DOWN_FOR)
-        ngx.log(ngx.WARN, "gateway cache: Redis unreachable (", err, "), serving without cache")
-        return nil, err
-    end
-    if red:get_reused_times() == 0 then
-        if password then
-            ok, err = red:auth(password)
-            if not ok then
-                red:close()
-                state:set("redis_down", true, DOWN_FOR)
-                ngx.log(ngx.ERR, "gateway cache: Redis AUTH failed: ", err)
-                return nil, err
-            end
-        end
-        if conf.redis_db ~= 0 then
-            ok, err = red:select(conf.redis_db)
-            if not ok then
-                red:close()
-                return nil, err
-            end
-        end
-    end
-    return red
-end
-
-local function done(red)
-    red:set_keepalive(30000, 64)
-end
-
--- A stored value as (status, stored_at, expires_at, headers, body, etag, last_modified); nil
--- if it is not one.
-local function decode(value)
-    if type(value) ~= "string" then
-        return nil
-    end
-    local status, stored, expires, start = value:match("^gw2\n(%d+)\n([%d.]+)\n([%d.]+)\n()")
-    if not status then
-        return nil
-    end
-    local head_end = value:find("\n\n", start - 1, true)
-    if not head_end then
-        return nil
-    end
-    local headers, etag, modified = {}, nil, nil
-    for name, item in value:sub(start, head_end):gmatch("([^:\n]+): ([^\n]*)\n") do
-        local lower = name:lower()
-        if lower == "etag" then
-            etag = item
-        elseif lower == "last-modified" then
-            modified = item
-        end
-        local seen = headers[name]
-        if seen == nil then
-            headers[name] = item
-        elseif type(seen) == "table" then
-            seen[#seen + 1] = item
-        else
-            headers[name] = { seen, item }
-        end
-    end
-    return tonumber(status), tonumber(stored), tonumber(expires), headers, value:sub(head_end + 2), etag, modified
-end
-
--- This worker's decoded copies of recent values, so a HIT does not parse the same bytes again:
--- a copy is used only while the level still holds exactly those bytes (LuaJIT interns strings,
--- so the comparison is one pointer), and the whole memo is dropped past MEMO_BYTES.
-local MEMO_BYTES = 4 * 1048576
-local memo, memo_bytes = {}, 0
-
-local function decoded(key, value)
-    local entry = memo[key]
-    if entry and entry[1] == value then
-        return entry
-    end
-    entry = { value, decode(value) }
-    if entry[2] then
-        if memo_bytes + #value > MEMO_BYTES then
-            memo, memo_bytes = {}, 0
-        end
-        memo[key] = entry
-        memo_bytes = memo_bytes + #value
-    end
-    return entry
-end
-
--- Answer from a stored value and end the request; false when the value is unusable or stale.
-local function serve(ctx, value, now)
-    local entry = decoded(ctx.cache_key, value)
-    local status, stored, expires, headers, body, etag, modified =
-        entry[2], entry[3], entry[4], entry[5], entry[6], entry[7], entry[8]
-    if not status or expires <= now then
-        return false
-    end
+-- Answer a HIT from a stored entry and end the request.
+local function serve(ctx, entry, now)
     ctx.cache = "HIT"
-    for name, item in pairs(headers) do
+    for name, item in pairs(entry.headers) do
         ngx.header[name] = item
     end
-    ngx.header["Age"] = math.max(0, math.floor(now - stored))
-    if status == 200 and policy.not_modified(ngx.var.http_if_none_match, ngx.var.http_if_modified_since,
-        etag, modified) then
+    ngx.header["Age"] = math.max(0, math.floor(now - entry.stored))
+    if entry.status == 200 and policy.not_modified(ngx.var.http_if_none_match, ngx.var.http_if_modified_since,
+        entry.etag, entry.modified) then
         ngx.header["Content-Type"] = nil
         ngx.status = ngx.HTTP_NOT_MODIFIED
         ngx.send_headers()
         return ngx.exit(ngx.HTTP_OK)
     end
-    ngx.status = status
-    ngx.header["Content-Length"] = #body
-    ngx.print(body)
+    ngx.status = entry.status
+    ngx.header["Content-Length"] = #entry.body
+    ngx.print(entry.body)
     return ngx.exit(ngx.HTTP_OK)
 end
 
--- The first level for a value: never longer than its own freshness left.
-local function remember(key, value, expires, now)
-    local ttl = math.min(conf.cache_l1_ttl_s, expires - now)
-    if ttl > 0 then
-        l1:set(key, value, ttl)
-    end
-end
-
--- Both levels, the first level first. A HIT is answered there and never returns; returns
--- false after a MISS, nil when Redis could not be asked.
+-- Both levels: a HIT is answered and never returns; false after a MISS, nil when Redis could
+-- not be asked.
 local function find(ctx, now)
-    local key = ctx.cache_key
-    local value = l1:get(key)
-    if value and serve(ctx, value, now) ~= false then
-        return
+    local entry = store.get(ctx.cache_key, now)
+    if entry then
+        return serve(ctx, entry, now)
     end
-    local red = connect()
-    if not red then
-        return nil
-    end
-    local err
-    value, err = red:get(key)
-    if err then
-        red:close()
-        ngx.log(ngx.WARN, "gateway cache: GET failed: ", err)
-        return nil
-    end
-    done(red)
-    if value ~= ngx.null then
-        local _, _, expires = decode(value)
-        if expires and expires > now then
-            remember(key, value, expires, now)
-            return serve(ctx, value, now)
-        end
-    end
-    return false
+    return entry
 end
 
 local function release(ctx)
@@ -303,8 +149,7 @@ function M.header_filter(ctx)
                     end
                 end
             end
-            ctx.fill_head = string.format("%s%d\n%.3f\n%.3f\n", FORMAT, status, now, now + life)
-                .. table.concat(lines) .. "\n"
+            ctx.fill_head = store.head(status, now, now + life, lines)
             ctx.fill_expires = now + life
             ctx.fill_length = length
             ctx.fill_size = 0
@@ -319,23 +164,6 @@ function M.header_filter(ctx)
         ngx.header["X-Cache"] = status
         ngx.var.gw_cache = status
     end
-end
-
-local function write(premature, key, value, ttl)
-    if premature or ttl < 0.001 then -- stale already (a slow body): nothing to share
-        return
-    end
-    local red = connect()
-    if not red then
-        return
-    end
-    local ok, err = red:set(key, value, "PX", math.floor(ttl * 1000))
-    if not ok then
-        red:close()
-        ngx.log(ngx.WARN, "gateway cache: SET failed: ", err)
-        return
-    end
-    done(red)
 end
 
 -- Body filter of cached routes: copy a fill's chunks until eof, give up past the size cap.
@@ -360,13 +188,7 @@ function M.body_filter(ctx)
     end
     ctx.fill_body = nil
     if ctx.fill_length == nil or ctx.fill_length == ctx.fill_size then
-        local value = ctx.fill_head .. table.concat(body)
-        local now = ngx.now()
-        remember(ctx.cache_key, value, ctx.fill_expires, now)
-        local ok, err = ngx.timer.at(0, write, ctx.cache_key, value, ctx.fill_expires - now)
-        if not ok then
-            ngx.log(ngx.WARN, "gateway cache: cannot schedule the Redis write: ", err)
-        end
+        store.put(ctx.cache_key, ctx.fill_head .. table.concat(body), ctx.fill_expires, ngx.now())
     end
     release(ctx)
 end
