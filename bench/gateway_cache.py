@@ -1,8 +1,9 @@
 """Cache HIT throughput: the gateway (rendered config, Lua, first level + Redis) against a plain
 nginx `proxy_cache` HIT on the same backend, both measured by `wrk` in the same run.
 
-Both nginx run one worker on 127.0.0.1 in front of one stdlib backend; each cache is warmed
-with the URL first, so every measured request is a HIT. Runs alternate (ours, theirs, ours...)
+Both nginx run one worker on 127.0.0.1 in front of one stdlib backend and write an access log
+(ours its JSON line, the plain one nginx's `combined`, both buffered as ours is); each cache is warmed with the URL
+first, so every measured request is a HIT. Runs alternate (ours, theirs, ours...)
 so a noisy neighbour hurts both alike. Printed: req/s min / median / max of each, and the ratio
 of the medians.
 
@@ -26,7 +27,7 @@ from tests.gateway_backends import Answer, Scripted  # noqa: E402
 from tests.servers import free_port, http, process, redis_server, scratch_dir  # noqa: E402
 from tests.test_gateway_nginx import REDIS_PASSWORD, gateway, nginx_binary, route  # noqa: E402
 
-RUNS = 5
+RUNS = 7
 SECONDS = 3
 CONNECTIONS = 16
 THREADS = 1
@@ -40,7 +41,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    access_log {prefix}/access.log combined buffer=4k flush=1s;
     proxy_temp_path {prefix}/proxy-temp;
     client_body_temp_path {prefix}/body-temp;
     proxy_cache_path {prefix}/cache keys_zone=bench:10m max_size=100m;

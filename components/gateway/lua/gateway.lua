@@ -196,7 +196,7 @@ function M.log()
     local ctx = ngx.ctx
     release(ctx)
     cache.release(ctx)
-    metrics.observe(ngx.var.gw_route, ngx.status, tonumber(ngx.var.request_time) or 0, ctx.cache)
+    metrics.observe(ngx.var.gw_route, ngx.status, ngx.now() - ngx.req.start_time(), ctx.cache)
 end
 
 return M

@@ -161,8 +161,7 @@ function M.header_filter(ctx)
     end
     local status = ctx.cache
     if status then
-        ngx.header["X-Cache"] = status
-        ngx.var.gw_cache = status
+        ngx.header["X-Cache"] = status -- the access log reads it back ($sent_http_x_cache)
     end
 end
 
