@@ -45,12 +45,13 @@ end
 -- Answer a HIT from a stored entry and end the request.
 local function serve(ctx, entry, now)
     ctx.cache = "HIT"
-    for name, item in pairs(entry.headers) do
-        ngx.header[name] = item
+    local headers, names = entry.headers, entry.names
+    for i = 1, #names do
+        ngx.header[names[i]] = headers[names[i]]
     end
     ngx.header["Age"] = math.max(0, math.floor(now - entry.stored))
-    if entry.status == 200 and policy.not_modified(ngx.var.http_if_none_match, ngx.var.http_if_modified_since,
-        entry.etag, entry.modified) then
+    if entry.status == 200 and (entry.etag or entry.modified) and policy.not_modified(ngx.var.http_if_none_match,
+        ngx.var.http_if_modified_since, entry.etag, entry.modified) then
         ngx.header["Content-Type"] = nil
         ngx.status = ngx.HTTP_NOT_MODIFIED
         ngx.send_headers()

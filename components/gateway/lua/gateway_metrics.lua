@@ -16,6 +16,7 @@ local M = {}
 local BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
 local BUCKET_LABELS = { "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10" }
 local SEP = "\t"
+local RESULTS = { HIT = "hit", MISS = "miss", BYPASS = "bypass" }
 local FLUSH_S = 0.5
 local pending = {}
 local flushing = false
@@ -53,7 +54,7 @@ function M.observe(route, status, seconds, cache)
     add("bucket" .. SEP .. route .. SEP .. index, 1)
     add("sum" .. SEP .. route, seconds)
     if cache then
-        add("cache" .. SEP .. route .. SEP .. cache:lower(), 1)
+        add("cache" .. SEP .. route .. SEP .. (RESULTS[cache] or cache:lower()), 1)
     end
 end
 

@@ -83,8 +83,8 @@ local function done(red)
     red:set_keepalive(30000, 64)
 end
 
--- A stored value as an entry { raw, status, stored, expires, headers, body, etag,
--- modified }; nil if it is not one.
+-- A stored value as an entry { raw, status, stored, expires, headers (name -> value or list),
+-- names, body, etag, modified }; nil if it is not one.
 local function decode(value)
     if type(value) ~= "string" then
         return nil
@@ -97,8 +97,9 @@ local function decode(value)
     if not head_end then
         return nil
     end
-    local headers, etag, modified = {}, nil, nil
+    local headers, list, etag, modified = {}, {}, nil, nil
     for name, item in value:sub(start, head_end):gmatch("([^:\n]+): ([^\n]*)\n") do
+        list[#list + 1] = name
         local lower = name:lower()
         if lower == "etag" then
             etag = item
@@ -114,9 +115,17 @@ local function decode(value)
             headers[name] = { seen, item }
         end
     end
+    -- the names once each, in order, for a loop the JIT compiles (`pairs` may not be)
+    local names, seen_name = {}, {}
+    for _, name in ipairs(list) do
+        if not seen_name[name] then
+            seen_name[name] = true
+            names[#names + 1] = name
+        end
+    end
     return {
         raw = value, status = tonumber(status), stored = tonumber(stored), expires = tonumber(expires),
-        headers = headers, body = value:sub(head_end + 2), etag = etag, modified = modified,
+        headers = headers, names = names, body = value:sub(head_end + 2), etag = etag, modified = modified,
     }
 end
 
