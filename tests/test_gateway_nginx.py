@@ -249,15 +249,16 @@ def nginx_test(prefix: Path, conf: Path) -> subprocess.CompletedProcess:
 
 
 @contextlib.contextmanager
-def gateway(routes: tuple[GatewayRoute, ...], **overrides) -> Iterator[Gateway]:
-    """Real nginx in the foreground on free loopback ports, everything under a temp prefix."""
+def gateway(routes: tuple[GatewayRoute, ...], *, wrap: tuple[str, ...] = (), **overrides) -> Iterator[Gateway]:
+    """Real nginx in the foreground on free loopback ports, everything under a temp prefix;
+    `wrap` is a command prefix that execs nginx (e.g. one that joins a cgroup first)."""
     binary, _ = nginx_binary()
     prefix = scratch_dir("gateway-")
     try:
         args, conf = render_into(prefix, routes, **overrides)
         checked = nginx_test(prefix, conf)
         assert checked.returncode == 0, checked.stderr
-        argv = [binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
+        argv = [*wrap, binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
         with process(argv, port=args.http_port, env={REDIS_PASSWORD_ENV: REDIS_PASSWORD},
                      log=prefix / "stdout.log"):
             wait_for_port(args.metrics_port)
@@ -554,8 +555,10 @@ def test_redis_stopping_while_running_fails_open(backends):
     path = unique("/redis-stops-")
     with contextlib.ExitStack() as nginx_stack:
         with redis_server(REDIS_PASSWORD) as port:
-            running = nginx_stack.enter_context(gateway(routes, redis_port=port, resolver="127.0.0.1"))
+            running = nginx_stack.enter_context(gateway(routes, redis_port=port, resolver="127.0.0.1",
+                                                        cache_l1_ttl_s=1))
             assert [running.get(f"/api/python{path}")[1]["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+        time.sleep(1.1)  # the first level may answer for a second more; then only Redis could
         # Redis is gone; nginx still holds pooled connections to it
         for _ in range(3):
             status, headers, _ = running.get(f"/api/python{path}")
@@ -705,10 +708,19 @@ def test_metrics_endpoint_counts_requests(gw):
     for _ in range(3):
         assert gw.get(f"/api/dotnet{path}")[0] == 200
     gw.get("/nowhere")
-    after = samples()
 
     def delta(name, **labels) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
+
+    # every worker moves its counts to the shared dict twice a second
+    deadline = time.monotonic() + 3
+    while True:
+        after = samples()
+        counted = (delta("nginx_http_requests_total", route="dotnet-api", status="200"),
+                   delta("nginx_http_requests_total", route="none", status="404"))
+        if counted == (3, 1) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
 
     assert delta("nginx_http_requests_total", route="dotnet-api", status="200") == 3
     assert delta("nginx_http_requests_total", route="none", status="404") == 1
@@ -736,7 +748,8 @@ def test_access_log_is_one_json_object_a_line(gw):
         if len(entries) == 2:
             break
         time.sleep(0.05)
-    miss, hit = entries
+    # each worker writes its own buffer: the file is in order per worker, not across them
+    miss, hit = sorted(entries, key=lambda e: e["cache"] != "MISS")
     for field in ("time", "remote_addr", "method", "uri", "status", "request_time", "upstream_response_time",
                   "upstream_addr", "cache", "route", "request_id"):
         assert field in miss, field

@@ -30,6 +30,7 @@ from components.gateway.render import (
     lua_files,
     render_nginx_conf,
     routes_from_catalog,
+    workers_from_limits,
 )
 from components.gateway.reload import SCRIPT_DIGEST, ReloadFile, bootstrap_conf, config_archive, reload_command
 from components.host import HostShell
@@ -81,8 +82,7 @@ def gateway_render(args: GatewayArgs) -> GatewayRender:
         acme_webroot=GATEWAY_WEBROOT if args.acme else None,
         rate_limit_rps=args.rate_limit_rps,
         rate_limit_burst=args.rate_limit_burst,
-        # One worker per CPU the container may use; the limit is often below one CPU.
-        worker_processes=max(1, int(spec.limits.cpus)),
+        **workers_from_limits(spec.limits),
     )
 
 

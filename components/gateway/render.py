@@ -21,7 +21,7 @@ from typing import Literal
 import jinja2
 from pydantic import Field, field_validator, model_validator
 
-from components.spec import Catalog, Frozen
+from components.spec import Catalog, Frozen, Limits
 
 # Where the files go inside the openresty/openresty image (its default -c path).
 CONF_PATH = "/usr/local/openresty/nginx/conf/nginx.conf"
@@ -85,6 +85,22 @@ class GatewayRender(Frozen):
     client_max_body_mb: int = Field(default=10, ge=1, le=1024)
     proxy_connect_timeout_s: int = Field(default=3, ge=1, le=60)
     cache_max_body_bytes: int = Field(default=1_048_576, ge=1, le=64 * 1_048_576)
+    # The first cache level, in front of Redis: how long an entry stays (never past its own
+    # freshness) and the memory all of them may take.
+    cache_l1_ttl_s: int = Field(default=2, ge=1, le=60)
+    cache_l1_mb: int = Field(default=16, ge=1, le=1024)
+    # How long concurrent MISSes of one key wait for the one that fills it.
+    cache_lock_wait_ms: int = Field(default=5000, ge=10, le=60_000)
+
+    client_header_timeout_s: int = Field(default=10, ge=1, le=300)
+    client_body_timeout_s: int = Field(default=10, ge=1, le=300)
+    send_timeout_s: int = Field(default=10, ge=1, le=300)
+    keepalive_timeout_s: int = Field(default=15, ge=0, le=300)
+    # A request body must arrive within client_body_timeout_s + its length at this rate.
+    min_body_rate: int = Field(default=65_536, ge=1)
+    conn_per_client: int = Field(default=64, ge=1, le=65_535)
+    # nginx's own default (4 buffers of 8 KiB): a longer request line or header is refused.
+    large_header_buffer_kb: int = Field(default=8, ge=1, le=256)
 
     lua_dir: str = Field(default=LUA_DIR, pattern=_PATH)
     access_log: str = Field(default="/dev/stdout", pattern=_PATH)
@@ -132,6 +148,32 @@ class GatewayRender(Frozen):
     @property
     def resolver_port(self) -> int:
         return int(self.resolver.partition(":")[2] or 53)
+
+
+# Fields of the access log a client controls, and the bytes each may take: (name, nginx
+# variable, size). Escaped for JSON every byte can take 6, so all of them stay under 9 KiB.
+LOG_BOUNDS = (("method", "request_method", 16), ("uri", "uri", 512), ("args", "args", 512),
+              ("host", "host", 128), ("user_agent", "http_user_agent", 256))
+
+# Request headers that claim where a request came from; the gateway, the first proxy, drops
+# what a client sent (the X-Forwarded-* it sets itself). No X-Forwarded-Port: inside the
+# container the gateway knows its own port, not the public one Docker maps to it.
+FORGED_HEADERS = ("Forwarded", "X-Forwarded-Port", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Original-Forwarded-For",
+                  "X-Original-URL", "X-Rewrite-URL", "X-Client-IP", "True-Client-IP", "X-Cluster-Client-IP")
+
+# What one connection may cost the gateway at most, roughly: its buffers for a large request
+# header and for the backend's answer, and the Lua state of a request (the fill buffer is
+# counted apart: at most cache_max_body_bytes per filling request).
+CONNECTION_COST_BYTES = 64 * 1024
+
+
+def workers_from_limits(limits: Limits) -> dict[str, int]:
+    """worker_processes and worker_connections from the container's limits: a worker per CPU
+    it may use (at least one), and connections for half of its memory, the rest being left to
+    the cache's first level, fills and nginx itself."""
+    processes = max(1, int(limits.cpus))
+    connections = limits.memory_bytes // 2 // CONNECTION_COST_BYTES // processes
+    return {"worker_processes": processes, "worker_connections": max(256, min(16_384, connections))}
 
 
 def routes_from_catalog(catalog: Catalog) -> tuple[GatewayRoute, ...]:
@@ -182,7 +224,7 @@ def _lua_config(args: GatewayRender) -> dict[str, object]:
     return {
         "routes": [
             {"name": r.name, "host": r.host, "port": r.port, "path_prefix": r.path_prefix,
-             "cache_ttl_s": r.cache_ttl_s}
+             "cache_ttl_s": r.cache_ttl_s, "read_timeout_s": r.read_timeout_s}
             for r in args.routes
         ],
         "nameservers": [[args.resolver_host, args.resolver_port]],
@@ -192,6 +234,11 @@ def _lua_config(args: GatewayRender) -> dict[str, object]:
         "redis_db": args.redis_db,
         "redis_timeout_ms": args.redis_timeout_ms,
         "cache_max_body_bytes": args.cache_max_body_bytes,
+        "cache_l1_ttl_s": args.cache_l1_ttl_s,
+        "cache_lock_wait_ms": args.cache_lock_wait_ms,
+        "body_timeout_s": args.client_body_timeout_s,
+        "min_body_rate": args.min_body_rate,
+        "client_max_body_bytes": args.client_max_body_mb * 1_048_576,
     }
 
 
@@ -220,6 +267,8 @@ def render_nginx_conf(args: GatewayRender) -> str:
         redirect_host=args.domain or "$host",
         https_suffix=https_suffix,
         password_env=REDIS_PASSWORD_ENV,
+        log_bounds=LOG_BOUNDS,
+        forged_headers=FORGED_HEADERS,
     )
 
 

@@ -1,11 +1,12 @@
 -- The gateway's request path, called from the nginx.conf rendered by render.py:
---   access        serve a cache HIT from Redis; else resolve the route's service name at run
---                 time and pick the replica with the fewest requests in flight; a cache MISS
---                 is fetched (through the same balancer) and stored here, anything not
---                 cacheable goes on to proxy_pass
+--   access        bound the time a request body may take; serve a cache HIT; else resolve the
+--                 route's service name at run time and pick the replica with the fewest
+--                 requests in flight; the request then goes on to proxy_pass (a MISS too:
+--                 the cache copies the answer aside while it streams to the client)
 --   balance       (balancer_by_lua) hand the chosen replica to the keepalive upstream
---   header_filter X-Cache
---   log           release the replica, count the request
+--   header_filter X-Cache, and whether a fill's answer may be stored
+--   body_filter   (cached routes) copy a fill's body aside, up to the size cap
+--   log           release the replica and any fill lock, count the request
 --
 -- Service names resolve through the configured DNS server (Docker's 127.0.0.11), whose answer
 -- for a service alias is every replica's address. Answers are cached in a shared dict for a
@@ -14,6 +15,7 @@
 
 local balancer = require "ngx.balancer"
 local cache = require "gateway_cache"
+local guard = require "gateway_guard"
 local metrics = require "gateway_metrics"
 
 
@@ -38,6 +40,7 @@ function M.init(config)
         routes[route.name] = route
     end
     cache.init(config)
+    guard.init(config)
 end
 
 local function split(list)
@@ -144,7 +147,8 @@ function M.access(name)
     local route = routes[name]
     local ctx = ngx.ctx
     ctx.route = route
-    local cacheable = cache.lookup(route, ctx) -- a HIT is answered there and never returns
+    guard.body()
+    cache.lookup(route, ctx) -- a HIT is answered there and never returns
     local ips, err = resolve(route.host)
     if not ips then
         ngx.log(ngx.ERR, "gateway: route ", name, ": cannot resolve ", route.host, ": ", err)
@@ -153,9 +157,6 @@ function M.access(name)
     ctx.ips = ips
     ctx.port = route.port
     take(ctx, pick(route, ips))
-    if cacheable then
-        return cache.fetch(route, ctx) -- answers and ends the request
-    end
 end
 
 function M.balance()
@@ -187,10 +188,15 @@ function M.header_filter()
     cache.header_filter(ngx.ctx)
 end
 
+function M.body_filter()
+    cache.body_filter(ngx.ctx)
+end
+
 function M.log()
     local ctx = ngx.ctx
     release(ctx)
-    metrics.observe(ngx.var.gw_route, ngx.status, tonumber(ngx.var.request_time) or 0, ctx.cache)
+    cache.release(ctx)
+    metrics.observe(ngx.var.gw_route, ngx.status, ngx.now() - ngx.req.start_time(), ctx.cache)
 end
 
 return M

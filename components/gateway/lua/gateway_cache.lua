@@ -1,216 +1,196 @@
--- The response cache in Redis.
+-- The response cache: a small first level in this gateway's memory (shared dict gw_l1, a
+-- second or two), then Redis, the level every gateway replica shares.
 --
--- Cacheable: a GET without Authorization on a route whose TTL is above 0. Stored: a complete
--- 200 answer without Set-Cookie, not marked no-store/private/no-cache, up to the size limit.
--- A cacheable request is fetched through ngx.location.capture and stored before it is
--- answered; everything else is proxied (streamed) without Lua touching the body.
--- X-Cache says HIT (served from Redis), MISS (looked up, fetched from the backend) or BYPASS
--- (request or answer not cacheable). The key is route + host + path + query string.
+-- What may be stored and for how long is gateway_policy's. The key is the route, scheme, host,
+-- method and the raw request URI ($request_uri: never percent-decoded, so two spellings of a
+-- path are two keys). X-Cache says HIT (served from either level), MISS (looked up, answered
+-- by the backend) or BYPASS (the request or the answer may not be shared).
 --
--- Redis trouble never fails a request: the lookup counts as a MISS, and after a connection
--- error Redis is left alone for a few seconds so requests do not each wait for it.
--- The password comes from the environment (GATEWAY_REDIS_PASSWORD, a container secret),
--- never from nginx.conf.
+-- A MISS is proxied and streamed to the client like any other request; the header and body
+-- filters copy the answer aside while it passes, and only a complete answer (eof seen, length
+-- as announced, a real HTTP answer with framing) no larger than cache_max_body_bytes is
+-- stored. A larger one is abandoned as soon as it passes the cap, so a fill never holds more
+-- than the cap, whatever the answer's size.
+-- One fill per key at a time: the first MISS takes a lock (shared dict gw_locks); the others
+-- wait up to cache_lock_wait_ms for its answer, then go to the backend without storing.
+-- Storage (the two levels, the format, Redis) is gateway_store's; when Redis cannot be asked
+-- the request is a MISS that stores nothing.
 
--- The first of several module names that loads: OpenResty ships resty.*, Debian packages
--- the same libraries as nginx.*.
-local function require_any(...)
-    local failures = {}
-    for _, name in ipairs({ ... }) do
-        local ok, mod = pcall(require, name)
-        if ok then
-            return mod
-        end
-        failures[#failures + 1] = mod
-    end
-    error(table.concat(failures, "\n"))
-end
-
-local redis = require_any("resty.redis", "nginx.redis")
+local policy = require "gateway_policy"
+local store = require "gateway_store"
 
 local ngx = ngx
-local state = ngx.shared.gw_state
+local locks = ngx.shared.gw_locks
 
 local M = {}
-M.require_any = require_any
+M.require_any = store.require_any
 local conf = {}
-local password
-local FORMAT = "gw1\n" -- stored value: FORMAT .. content type .. "\n" .. body
-local DOWN_FOR = 2 -- seconds Redis is skipped after a failure
+local POLL_S = 0.01 -- how often a waiting MISS looks whether the fill is done
+
+-- Headers not stored: hop-by-hop, per-answer (Date, Age, ids), and the ones the gateway adds
+-- itself to every answer.
+local NOT_STORED = {
+    ["connection"] = true, ["keep-alive"] = true, ["transfer-encoding"] = true, ["content-length"] = true,
+    ["te"] = true, ["trailer"] = true, ["upgrade"] = true, ["proxy-connection"] = true, ["date"] = true,
+    ["age"] = true, ["server"] = true, ["x-cache"] = true, ["x-request-id"] = true, ["set-cookie"] = true,
+    ["x-frame-options"] = true, ["x-content-type-options"] = true, ["referrer-policy"] = true,
+    ["x-xss-protection"] = true, ["content-security-policy"] = true, ["strict-transport-security"] = true,
+}
 
 function M.init(config)
     conf = config
-    password = os.getenv("GATEWAY_REDIS_PASSWORD")
-    if password == "" then
-        password = nil
-    end
+    store.init(config)
 end
 
-local function connect()
-    if state:get("redis_down") then
-        return nil, "marked down"
+-- Answer a HIT from a stored entry and end the request.
+local function serve(ctx, entry, now)
+    ctx.cache = "HIT"
+    local headers, names = entry.headers, entry.names
+    for i = 1, #names do
+        ngx.header[names[i]] = headers[names[i]]
     end
-    local red = redis:new()
-    red:set_timeout(conf.redis_timeout_ms)
-    local ok, err = red:connect(conf.redis_host, conf.redis_port)
-    if not ok then
-        state:set("redis_down", true, DOWN_FOR)
-        ngx.log(ngx.WARN, "gateway cache: Redis unreachable (", err, "), serving without cache")
-        return nil, err
+    ngx.header["Age"] = math.max(0, math.floor(now - entry.stored))
+    if entry.status == 200 and (entry.etag or entry.modified) and policy.not_modified(ngx.var.http_if_none_match,
+        ngx.var.http_if_modified_since, entry.etag, entry.modified) then
+        ngx.header["Content-Type"] = nil
+        ngx.status = ngx.HTTP_NOT_MODIFIED
+        ngx.send_headers()
+        return ngx.exit(ngx.HTTP_OK)
     end
-    if red:get_reused_times() == 0 then
-        if password then
-            ok, err = red:auth(password)
-            if not ok then
-                red:close()
-                state:set("redis_down", true, DOWN_FOR)
-                ngx.log(ngx.ERR, "gateway cache: Redis AUTH failed: ", err)
-                return nil, err
-            end
+    ngx.status = entry.status
+    ngx.header["Content-Length"] = #entry.body
+    ngx.print(entry.body)
+    return ngx.exit(ngx.HTTP_OK)
+end
+
+-- Both levels: a HIT is answered and never returns; false after a MISS, nil when Redis could
+-- not be asked.
+local function find(ctx, now)
+    local entry = store.get(ctx.cache_key, now)
+    if entry then
+        return serve(ctx, entry, now)
+    end
+    return entry
+end
+
+local function release(ctx)
+    if ctx.lock_key then
+        if locks:get(ctx.lock_key) == ctx.lock_token then
+            locks:delete(ctx.lock_key)
         end
-        if conf.redis_db ~= 0 then
-            ok, err = red:select(conf.redis_db)
-            if not ok then
-                red:close()
-                return nil, err
-            end
-        end
+        ctx.lock_key = nil
     end
-    return red
 end
+M.release = release
 
-local function done(red)
-    red:set_keepalive(30000, 64)
-end
-
-local function cacheable_request(route)
-    return route.cache_ttl_s > 0 and ngx.req.get_method() == "GET" and not ngx.var.http_authorization
-end
-
--- Access phase: answer a HIT from Redis and end the request. Returns true for a cacheable
--- request that missed (the caller then calls fetch), false for one that bypasses the cache.
+-- Access phase: answer a HIT and end the request, else decide whether this MISS fills.
 function M.lookup(route, ctx)
-    if not cacheable_request(route) then
+    local var = ngx.var
+    if route.cache_ttl_s <= 0 or policy.request_bypass(ngx.req.get_method(), var.http_authorization,
+        var.http_cookie, var.http_range, var.http_cache_control) then
         ctx.cache = "BYPASS"
-        return false
+        return
     end
     ctx.cache = "MISS"
-    ctx.cache_key = "gw:" .. route.name .. ":" .. (ngx.var.host or "") .. ngx.var.uri .. "?" .. (ngx.var.args or "")
-    local red = connect()
-    if not red then
-        ctx.no_store = true
-        return true
+    ctx.cache_key = "gw2:" .. route.name .. ":" .. var.scheme .. "://" .. (var.host or "") .. " GET "
+        .. var.request_uri
+    local now = ngx.now()
+    local found = find(ctx, now)
+    if found == nil then
+        return -- Redis is not there: fetch, store nothing
     end
-    local value, err = red:get(ctx.cache_key)
-    if err then
-        red:close()
-        ngx.log(ngx.WARN, "gateway cache: GET failed: ", err)
-        ctx.no_store = true
-        return true
-    end
-    done(red)
-    if value == ngx.null or value == nil or value:sub(1, #FORMAT) ~= FORMAT then
-        return true
-    end
-    local newline = value:find("\n", #FORMAT + 1, true)
-    if not newline then
-        return true
-    end
-    ctx.cache = "HIT"
-    ngx.status = ngx.HTTP_OK
-    local content_type = value:sub(#FORMAT + 1, newline - 1)
-    if content_type ~= "" then
-        ngx.header["Content-Type"] = content_type
-    end
-    local body = value:sub(newline + 1)
-    ngx.header["Content-Length"] = #body
-    ngx.print(body)
-    return ngx.exit(ngx.HTTP_OK)
-end
-
-local function no_store(headers)
-    if headers["Set-Cookie"] then
-        return true
-    end
-    local control = headers["Cache-Control"]
-    if type(control) == "table" then
-        control = table.concat(control, ",")
-    end
-    if control then
-        control = control:lower()
-        if control:find("no-store", 1, true) or control:find("private", 1, true) or control:find("no-cache", 1, true) then
-            return true
+    local lock_key = "fill:" .. ctx.cache_key
+    local token = var.request_id
+    local wait = conf.cache_lock_wait_ms / 1000
+    if not locks:add(lock_key, token, wait + route.read_timeout_s + 1) then
+        -- Another request fills this key: wait for it, then use what it stored.
+        local deadline = ngx.now() + wait
+        while locks:get(lock_key) and ngx.now() < deadline do
+            ngx.sleep(POLL_S)
+            ngx.update_time()
         end
+        find(ctx, ngx.now())
+        return -- still a MISS (no answer stored, or the lock timed out): fetch, store nothing
     end
-    return false
+    ctx.lock_key, ctx.lock_token = lock_key, token
+    ctx.fill = route.cache_ttl_s
 end
 
-local function write(key, ttl, value)
-    local red = connect()
-    if not red then
-        return
-    end
-    local ok, err = red:set(key, value, "EX", ttl)
-    if not ok then
-        red:close()
-        ngx.log(ngx.WARN, "gateway cache: SET failed: ", err)
-        return
-    end
-    done(red)
-end
-
-local HOP_BY_HOP = {
-    ["connection"] = true, ["keep-alive"] = true, ["transfer-encoding"] = true, ["content-length"] = true,
-    ["te"] = true, ["trailer"] = true, ["upgrade"] = true,
-}
-
--- Access phase, after a MISS: fetch the answer through the route's internal location (the same
--- proxy, balancer and keepalive as every other request), store it before answering -- so the
--- next request is a HIT -- and send it. The answer is buffered whole; only GETs come here.
-function M.fetch(route, ctx)
-    local rest = ngx.var.uri:sub(#route.path_prefix + 1)
-    local uri = "/_gw/" .. route.name .. "/" .. ngx.escape_uri(rest, 0)
-    ngx.req.set_header("X-Request-ID", ngx.var.request_id)
-    ngx.update_time()
-    local started = ngx.now()
-    local res = ngx.location.capture(uri, { method = ngx.HTTP_GET, args = ngx.var.args, ctx = ctx })
-    ngx.update_time()
-    ngx.var.gw_upstream_time = string.format("%.3f", ngx.now() - started)
-    ngx.var.gw_upstream_addr = ctx.peer .. ":" .. ctx.port
-    ngx.var.gw_upstream_status = res.status
-    if res.truncated then
-        ngx.log(ngx.ERR, "gateway: truncated answer from ", ctx.peer, ":", ctx.port, " for ", uri)
-        return ngx.exit(ngx.HTTP_BAD_GATEWAY)
-    end
-    local headers = res.header
-    if no_store(headers) then
-        ctx.cache = "BYPASS"
-    elseif res.status == ngx.HTTP_OK and not ctx.no_store and not headers["Content-Encoding"]
-        and #res.body <= conf.cache_max_body_bytes then
-        local content_type = headers["Content-Type"] or ""
-        if type(content_type) == "table" then
-            content_type = content_type[1]
-        end
-        write(ctx.cache_key, route.cache_ttl_s, FORMAT .. content_type .. "\n" .. res.body)
-    end
-    ngx.status = res.status
-    for name, value in pairs(headers) do
-        if not HOP_BY_HOP[name:lower()] then
-            ngx.header[name] = value
-        end
-    end
-    ngx.header["Content-Length"] = #res.body
-    ngx.print(res.body)
-    return ngx.exit(ngx.HTTP_OK)
-end
-
--- Header filter of every routed request: tell the client what the cache did.
+-- Header filter of every routed request: tell the client what the cache did, and start
+-- copying a fill's answer aside when it may be stored.
 function M.header_filter(ctx)
+    local ttl = ctx.fill
+    if ttl then
+        ctx.fill = nil
+        local var = ngx.var
+        local status = ngx.status
+        -- A real HTTP answer of the backend: nginx takes bytes without a status line for
+        -- HTTP/0.9 (the request's version then reads 0.9) and such an answer has no framing.
+        local length = tonumber(var.upstream_http_content_length)
+        local chunked = (var.upstream_http_transfer_encoding or ""):lower():find("chunked", 1, true)
+        local genuine = ngx.req.http_version() ~= 0.9 and tostring(status) == (var.upstream_status or ""):match("(%d+)$")
+            and (length or chunked)
+        local headers, lower = ngx.resp.get_headers(100, true), {}
+        for name, value in pairs(headers) do
+            lower[name:lower()] = value
+        end
+        local now = ngx.now()
+        local life, why = policy.lifetime(status, lower, ttl, now)
+        if not life and why ~= "status" then
+            ctx.cache = "BYPASS"
+        elseif life and genuine and (length or 0) <= conf.cache_max_body_bytes then
+            local lines = {}
+            for name, value in pairs(headers) do
+                if not NOT_STORED[name:lower()] then
+                    if type(value) ~= "table" then
+                        value = { value }
+                    end
+                    for _, item in ipairs(value) do
+                        lines[#lines + 1] = name .. ": " .. item .. "\n"
+                    end
+                end
+            end
+            ctx.fill_head = store.head(status, now, now + life, lines)
+            ctx.fill_expires = now + life
+            ctx.fill_length = length
+            ctx.fill_size = 0
+            ctx.fill_body = {}
+        end
+        if not ctx.fill_body then
+            release(ctx)
+        end
+    end
     local status = ctx.cache
     if status then
-        ngx.header["X-Cache"] = status
-        ngx.var.gw_cache = status
+        ngx.header["X-Cache"] = status -- the access log reads it back ($sent_http_x_cache)
     end
+end
+
+-- Body filter of cached routes: copy a fill's chunks until eof, give up past the size cap.
+function M.body_filter(ctx)
+    local body = ctx.fill_body
+    if not body then
+        return
+    end
+    local chunk, eof = ngx.arg[1], ngx.arg[2]
+    if chunk ~= "" then
+        local size = ctx.fill_size + #chunk
+        if size > conf.cache_max_body_bytes then
+            ctx.fill_body = nil -- too big to store: the rest streams through untouched
+            release(ctx)
+            return
+        end
+        ctx.fill_size = size
+        body[#body + 1] = chunk
+    end
+    if not eof then
+        return
+    end
+    ctx.fill_body = nil
+    if ctx.fill_length == nil or ctx.fill_length == ctx.fill_size then
+        store.put(ctx.cache_key, ctx.fill_head .. table.concat(body), ctx.fill_expires, ngx.now())
+    end
+    release(ctx)
 end
 
 return M

@@ -4,6 +4,9 @@
 --   nginx_http_request_duration_seconds{route} (histogram: _bucket{le}, _sum, _count)
 --   nginx_cache_requests_total{route,result}        result = hit | miss | bypass
 -- `route` is the service name of a routed request, "none" for anything else.
+-- Each worker adds up its requests in a Lua table and moves the sums into the shared dict
+-- every FLUSH_S (and before it answers a scrape), so a request costs no shared-dict lock;
+-- a scrape sees another worker's last FLUSH_S late.
 
 local ngx = ngx
 local dict = ngx.shared.gw_metrics
@@ -13,11 +16,26 @@ local M = {}
 local BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
 local BUCKET_LABELS = { "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10" }
 local SEP = "\t"
+local RESULTS = { HIT = "hit", MISS = "miss", BYPASS = "bypass" }
+local FLUSH_S = 0.5
+local pending = {}
+local flushing = false
+
+local function flush(premature)
+    local sums = pending
+    pending = {}
+    for key, value in pairs(sums) do
+        local ok, err = dict:incr(key, value, 0)
+        if not ok then
+            ngx.log(ngx.WARN, "gateway metrics: cannot count ", key, ": ", err)
+        end
+    end
+end
 
 local function add(key, value)
-    local ok, err = dict:incr(key, value, 0)
-    if not ok then
-        ngx.log(ngx.WARN, "gateway metrics: cannot count ", key, ": ", err)
+    pending[key] = (pending[key] or 0) + value
+    if not flushing then
+        flushing = ngx.timer.every(FLUSH_S, flush) ~= nil
     end
 end
 
@@ -36,7 +54,7 @@ function M.observe(route, status, seconds, cache)
     add("bucket" .. SEP .. route .. SEP .. index, 1)
     add("sum" .. SEP .. route, seconds)
     if cache then
-        add("cache" .. SEP .. route .. SEP .. cache:lower(), 1)
+        add("cache" .. SEP .. route .. SEP .. (RESULTS[cache] or cache:lower()), 1)
     end
 end
 
@@ -57,6 +75,7 @@ local function split(key)
 end
 
 function M.collect()
+    flush()
     local requests, caches, routes = {}, {}, {}
     local buckets, sums = {}, {}
     for _, key in ipairs(dict:get_keys(0)) do
