@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import pulumi
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from components.host import TargetConfig
 from components.logging.settings import LoggingConfig
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
 from components.spec import Frozen, Limits, PinnedImage
-from components.yamltext import load_yaml
+from components.validators import DomainName, FieldError
 
 PROJECT = "coderz"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,9 +48,10 @@ class TlsConfig(Frozen):
 
 
 class GatewayConfig(Frozen):
-    domain: str | None = None
-    rate_limit_rps: int = Field(default=20, ge=1)
-    rate_limit_burst: int = Field(default=40, ge=0)
+    domain: DomainName | None = None
+    # nginx refuses `burst=0`; above these bounds a per-client limit limits nothing.
+    rate_limit_rps: int = Field(default=20, ge=1, le=100_000)
+    rate_limit_burst: int = Field(default=40, ge=1, le=1_000_000)
     tls: TlsConfig | None = None
 
 
@@ -91,6 +92,12 @@ class StackConfig(Frozen):
     smtp: SmtpConfig | None = None
     # Per-service overrides of the limits declared in the catalog, by service name.
     limits: dict[str, Limits] = {}
+
+    @model_validator(mode="after")
+    def _https_needs_tls(self) -> "StackConfig":
+        if self.ports.https is not None and self.gateway.tls is None:
+            raise FieldError("ports.https", "nothing serves HTTPS without gateway.tls: set the certificate or drop the port")
+        return self
 
     @property
     def keeps_data(self) -> bool:
@@ -159,12 +166,17 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
         config = StackConfig.model_validate(sections)
     except ValidationError as exc:
         first = exc.errors()[0]
-        message = first["msg"]
+        loc, message = tuple(first["loc"]), first["msg"]
+        error = (first.get("ctx") or {}).get("error")
         if first["type"] == "extra_forbidden":
             message = "unknown key (typo?)"
         elif first["type"] == "missing":
             message = "required key is missing"
-        raise _error(stack, _key(tuple(first["loc"])), message) from None
+        elif isinstance(error, FieldError):  # a rule across fields, about one of them
+            loc, message = loc + tuple(error.field.split(".")), str(error)
+        elif isinstance(error, ValueError):
+            message = str(error)
+        raise _error(stack, _key(loc), message) from None
     if config.environment != stack and stack in ("dev", "qa", "prod"):
         raise _error(stack, f"{PROJECT}:environment", f"says {config.environment!r} in stack {stack!r}")
     if config.target.kind == "ssh" and "sshPrivateKey" not in secrets:
@@ -194,6 +206,11 @@ def load(raw: Mapping[str, Any], stack: str) -> Stack:
     if "elasticsearch" in catalog and catalog.get("elasticsearch").limits.memory_mb < config.logging.elk.heap_mb * 3 // 2:
         raise _error(stack, f"{PROJECT}:limits.elasticsearch.memoryMb",
                      f"must leave room above the {config.logging.elk.heap_mb} MB heap (at least 1.5x)")
+    for service in catalog.services:
+        if service.limits.memory_mb < service.min_memory_mb:
+            raise _error(stack, f"{PROJECT}:limits.{service.name}.memoryMb",
+                         f"{service.name} needs at least {service.min_memory_mb} MB to start")
+    _check_connections(stack, config, catalog)
     clash = check_ports(config)
     if clash:
         key, message = clash
@@ -209,10 +226,28 @@ def load(raw: Mapping[str, Any], stack: str) -> Stack:
     )
 
 
+def _check_connections(stack: str, config: StackConfig, catalog: Any) -> None:
+    """Every client's pool at its fullest must fit in `postgres.maxConnections`, less the slots
+    PostgreSQL keeps for superusers; past it a replica's connection is refused under load."""
+    from infra.platform import SUPERUSER_RESERVED_CONNECTIONS, postgres_connections
+
+    wanted = postgres_connections(catalog)
+    usable = config.postgres.max_connections - SUPERUSER_RESERVED_CONNECTIONS
+    total = sum(wanted.values())
+    if total > usable:
+        clients = ", ".join(f"{name} {count}" for name, count in wanted.items())
+        raise _error(stack, f"{PROJECT}:postgres.maxConnections",
+                     f"{config.postgres.max_connections} leaves {usable} after {SUPERUSER_RESERVED_CONNECTIONS} superuser "
+                     f"slots, but the clients may open {total} ({clients}): raise it to at least "
+                     f"{total + SUPERUSER_RESERVED_CONNECTIONS} or lower apis.*.replicas")
+
+
 def stack_file_values(stack: str, root: Path = REPO_ROOT) -> dict[str, Any]:
     """The raw config of `Pulumi.<stack>.yaml` as the engine hands it over (structured values as
-    JSON text, scalars as text). Secrets are not in stack files of this repo."""
-    document = load_yaml((root / f"Pulumi.{stack}.yaml").read_text()) or {}
+    JSON text, scalars as text), after the file itself is checked (`check_stack_file`)."""
+    from infra.stackfile import check_stack_file
+
+    document = check_stack_file(root / f"Pulumi.{stack}.yaml")
     return {
         key: value if isinstance(value, str) else json.dumps(value)
         for key, value in (document.get("config") or {}).items()
@@ -229,9 +264,17 @@ def stack_file_config(stack: str) -> StackConfig:
     return load({**stack_file_values(stack), **placeholders}, stack).config
 
 
-def load_current() -> Stack:
-    """The running stack's config, as handed to the program by the Pulumi engine."""
+def load_current(root: Path | None = None) -> Stack:
+    """The running stack's config, as handed to the program by the Pulumi engine. The engine
+    passes values, not the file: where `Pulumi.<stack>.yaml` is beside the program, the file
+    itself is checked first (syntax, duplicate keys, stray keys, secrets in plain text)."""
     from pulumi.runtime import config as runtime_config
 
+    from infra.stackfile import check_stack_file
+
+    stack = pulumi.get_stack()
+    path = (root or REPO_ROOT) / f"Pulumi.{stack}.yaml"
+    if path.is_file():
+        check_stack_file(path)
     raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    return load(raw, pulumi.get_stack())
+    return load(raw, stack)

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 from components.spec import Frozen
+from components.validators import HostName
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
@@ -15,7 +16,7 @@ EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 class SmtpConfig(Frozen):
     """Where alerts are mailed; the password is the secret `smtpPassword`."""
 
-    host: str
+    host: HostName
     port: int = Field(default=587, ge=1, le=65535)
     user: str | None = None
     from_address: str = Field(pattern=EMAIL)
