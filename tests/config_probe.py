@@ -15,8 +15,10 @@ Run it by hand to print the table (`python -m tests.config_probe [stack ...]`); 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +32,10 @@ import pulumi
 from pydantic import BaseModel
 
 from infra.config import PROJECT, ConfigError, StackConfig, load
-from tests.mocks import engine_config, install_mocks, secrets_for
+from tests.mocks import RecordingMonitor, engine_config, install_mocks, secrets_for
+
+PYAPI = Path(__file__).resolve().parent.parent / "apps" / "pyapi" / "app.py"
+SUPERUSER_SLOTS = 3  # PostgreSQL's superuser_reserved_connections default
 
 STRINGS = ("", " ", "\t", "é.example", "ünïcödé", "a b", "a;rm -rf /", "$(id)", "`id`", "a\nb", "-oProxyCommand=id",
            "../../etc/passwd", "x" * 300, "a..b", "-a.example", "a.example.", "*", "{}", "0", "unix://", "tcp://",
@@ -39,6 +44,12 @@ NUMBERS = (0, -1, 1, 2, 5, 0.001, 0.009, 65536, 2**31, 2**63, 10**12, 1e308, "12
 SERVICES = ("postgres", "redis", "dotnet-api", "python-api", "gateway", "node-exporter", "cadvisor", "postgres-exporter",
             "redis-exporter", "alertmanager", "prometheus", "grafana", "loki", "promtail", "elasticsearch", "logstash",
             "kibana", "filebeat")
+
+
+@functools.cache
+def base_config(stack: str) -> dict[str, Any]:
+    """The engine's config of the unchanged stack file (read once: the probe makes thousands)."""
+    return engine_config(stack, secrets=secrets_for(stack))[0]
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class Mutation:
         return f"{PROJECT}:" + ".".join(self.path)
 
     def raw(self) -> dict[str, Any]:
-        raw, _ = engine_config(self.stack, secrets=secrets_for(self.stack))
+        raw = dict(base_config(self.stack))
         section, *rest = self.path
         current = raw.get(f"{PROJECT}:{section}")
         if not rest:
@@ -113,7 +124,7 @@ class Outcome:
     detail: str
 
 
-def _deploy(stack: str, raw: dict[str, Any]) -> tuple[int, BaseException | None]:
+def _deploy(stack: str, raw: dict[str, Any]) -> tuple[RecordingMonitor, BaseException | None]:
     from infra.config import load_current
     from infra.platform import build
 
@@ -129,7 +140,7 @@ def _deploy(stack: str, raw: dict[str, Any]) -> tuple[int, BaseException | None]
         program()
     except BaseException as exc:  # noqa: BLE001 - any failure is the finding
         failure.append(exc)
-    return len(monitor.registrations), failure[0] if failure else None
+    return monitor, failure[0] if failure else None
 
 
 def _tool(argv: list[str]) -> str | None:
@@ -195,6 +206,32 @@ def tool_findings(stack_name: str, config: StackConfig, folder: Path) -> list[st
     return findings
 
 
+def deployed_findings(monitor: RecordingMonitor) -> list[str]:
+    """What the registered containers say, read the way the running platform would: connection
+    pools against PostgreSQL's max_connections, published ports nothing listens on."""
+    findings: list[str] = []
+    containers = {c.plain["name"].split("-", 2)[-1]: c.plain for c in monitor.of_type("docker:index/container:Container")}
+    python_pool = int(re.search(r"^PG_MAX_CONNECTIONS = (\d+)", PYAPI.read_text(), re.M).group(1))
+    pools = 0
+    for name, spec in containers.items():
+        env = "\n".join(spec.get("envs") or [])
+        dotnet = re.search(r"Maximum Pool Size=(\d+)", env)
+        pools += int(dotnet.group(1)) if dotnet else python_pool if name.startswith("python-api") else 0
+        pools += 2 if name == "postgres-exporter" else 0
+    if "postgres" in containers:
+        max_connections = int(next(a for a in containers["postgres"]["command"] if a.startswith("max_connections=")).split("=")[1])
+        if pools > max_connections - SUPERUSER_SLOTS:
+            findings.append(f"postgres: pools may open {pools} of {max_connections - SUPERUSER_SLOTS} usable connections")
+    gateway = containers.get("gateway")
+    if gateway:
+        conf = next(u["content"] for u in gateway["uploads"] if u["file"].endswith("nginx.conf"))
+        for port in gateway.get("ports") or []:
+            internal, external = int(port["internal"]), int(port["external"])
+            if f"listen {internal}" not in conf:
+                findings.append(f"gateway: host port {external} goes to {internal}, where nginx does not listen")
+    return findings
+
+
 def judge(mutation: Mutation, folder: Path) -> Outcome:
     raw = mutation.raw()
     try:
@@ -203,11 +240,11 @@ def judge(mutation: Mutation, folder: Path) -> Outcome:
         return Outcome(mutation, "refused", str(exc))
     except Exception as exc:  # noqa: BLE001 - a non-ConfigError escaping load is the finding
         return Outcome(mutation, "crashed-in-load", f"{type(exc).__name__}: {exc}"[:200])
-    registered, failure = _deploy(mutation.stack, raw)
+    monitor, failure = _deploy(mutation.stack, raw)
     if failure is not None:
-        return Outcome(mutation, "broke-in-deploy", f"after {registered} resources: {type(failure).__name__}: "
-                       + str(failure).splitlines()[0][:160])
-    findings = tool_findings(mutation.stack, stack.config, folder)
+        return Outcome(mutation, "broke-in-deploy", f"after {len(monitor.registrations)} resources: "
+                       f"{type(failure).__name__}: " + str(failure).splitlines()[0][:160])
+    findings = tool_findings(mutation.stack, stack.config, folder) + deployed_findings(monitor)
     if findings:
         return Outcome(mutation, "tool-refused", "; ".join(findings))
     return Outcome(mutation, "accepted", "")

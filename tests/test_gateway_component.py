@@ -20,8 +20,10 @@ from tests.mocks import is_secret, plaintext_leaks
 
 
 def catalog(**ports):
+    # An https port is only valid with a certificate (StackConfig refuses one that serves nothing).
+    gateway = {"tls": {"certificate": "-----BEGIN CERTIFICATE-----\nC\n-----END CERTIFICATE-----"}} if "https" in ports else {}
     config = StackConfig.model_validate(
-        {"environment": "qa", "target": {"kind": "local"}, "ports": {"base": 5100, "http": 80, **ports}}
+        {"environment": "qa", "target": {"kind": "local"}, "ports": {"base": 5100, "http": 80, **ports}, "gateway": gateway}
     )
     return declare_services(config)
 

@@ -1,0 +1,188 @@
+"""Hostile and careless stack files, each refused before any resource exists, with one message
+naming the file and the key. Every row below was found by tests/config_probe.py to pass the
+old checks and break later (after N registered resources, or in nginx/amtool/ssh/Docker/PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from components.api import DB_POOL_PER_REPLICA
+from infra.config import PROJECT, STACKS, ConfigError, load, load_current
+from tests.config_probe import Mutation, mutations
+from tests.mocks import REPO_ROOT, RecordingMonitor, deploy_stack, engine_config, install_mocks, secrets_for
+
+LIMITS = {"memoryMb": 1024, "cpus": 1}
+
+# (stack, key path, value, the key the error must name)
+VALUE_CASES = [
+    ("qa", "gateway.domain", "", "gateway.domain"),
+    ("qa", "gateway.domain", "qa.coderz.example;", "gateway.domain"),
+    ("qa", "gateway.domain", "qa.coderz.example\nserver_name evil", "gateway.domain"),
+    ("qa", "gateway.domain", "ünïcode.example", "gateway.domain"),
+    ("prod", "gateway.domain", "localhost", "gateway.domain"),
+    ("prod", "gateway.domain", "10.0.0.1", "gateway.domain"),
+    ("qa", "limits.postgres", {"memoryMb": 32, "cpus": 1}, "limits.postgres.memoryMb"),
+    ("qa", "limits.gateway", {"memoryMb": 16, "cpus": 1}, "limits.gateway.memoryMb"),
+    ("prod", "limits.kibana", {"memoryMb": 128, "cpus": 1}, "limits.kibana.memoryMb"),
+    ("qa", "limits.redis", {"memoryMb": 256, "cpus": 0.001}, "limits.redis.cpus"),
+    ("qa", "limits.grafana", {"memoryMb": 256, "cpus": "NaN"}, "limits.grafana.cpus"),
+    ("qa", "target.host", "qa.coderz.example; rm -rf /", "target.host"),
+    ("qa", "target.host", "-oProxyCommand=id", "target.host"),
+    ("qa", "target.host", "300.1.1.1", "target.host"),
+    ("qa", "target.host", " ", "target.host"),
+    ("qa", "target.user", "deploy\n", "target.user"),
+    ("qa", "target.user", "-l", "target.user"),
+    ("qa", "target.user", "", "target.user"),
+    ("dev", "target.socket", "unix://", "target.socket"),
+    ("dev", "target.socket", "unix:///var/run/docker.sock; id", "target.socket"),
+    ("dev", "target.socket", "tcp://engine.example", "target.socket"),
+    ("dev", "target.host", "dev.example", "target.host"),
+    ("qa", "gateway.rateLimitBurst", 0, "gateway.rateLimitBurst"),
+    ("qa", "gateway.rateLimitRps", 2**63, "gateway.rateLimitRps"),
+    ("qa", "smtp.host", "", "smtp.host"),
+    ("qa", "smtp.host", "smtp example", "smtp.host"),
+    ("qa", "ports.http", 22, "ports.http"),
+    ("qa", "target.port", 80, "ports.http"),
+    ("qa", "ports.https", 443, "ports.https"),
+    ("qa", "apis.dotnet.replicas", 3, "postgres.maxConnections"),
+    ("prod", "postgres.maxConnections", 100, "postgres.maxConnections"),
+    ("qa", "apis.python.image", "python:3.12;rm", "apis.python.image"),
+    ("qa", "postgres.image", "Postgres:16.4", "postgres.image"),
+]
+
+
+def mutated(stack: str, path: str, value) -> dict:
+    """The engine's config for `stack` with `value` at `path` (a section's dotted key)."""
+    section, *rest = path.split(".")
+    raw, _ = engine_config(stack, secrets=secrets_for(stack))
+    key = f"{PROJECT}:{section}"
+    document = json.loads(raw.get(key, "{}")) if rest else None
+    if not rest:
+        raw[key] = value if isinstance(value, str) else json.dumps(value)
+        return raw
+    node = document
+    for part in rest[:-1]:
+        node = node.setdefault(part, {})
+    node[rest[-1]] = value
+    raw[key] = json.dumps(document)
+    return raw
+
+
+def deploy_refused(stack: str, raw: dict, root: Path | None = None) -> tuple[str, RecordingMonitor]:
+    """Run the whole program under mocks; returns the ConfigError's message and the monitor."""
+    from infra.platform import build
+
+    monitor = install_mocks(stack, raw, [f"{PROJECT}:{k}" for k in secrets_for(stack)])
+    with pytest.raises(ConfigError) as caught:
+        build(load_current(root))
+    return str(caught.value), monitor
+
+
+@pytest.mark.parametrize("stack,path,value,key", VALUE_CASES, ids=[f"{c[0]}:{c[1]}={c[2]!r:.24}" for c in VALUE_CASES])
+def test_a_value_that_breaks_later_is_refused_with_its_key_and_nothing_registered(stack, path, value, key):
+    message, monitor = deploy_refused(stack, mutated(stack, path, value))
+    assert message.startswith(f"Pulumi.{stack}.yaml: {PROJECT}:{key}: "), message
+    assert monitor.registrations == []
+
+
+# (what is done to Pulumi.qa.yaml's text, the start of the error, a phrase in it)
+FILE_CASES = [
+    ("syntax", lambda t: t + "  coderz:oops: [unclosed\n", r"Pulumi\.qa\.yaml:\d+:\d+: not valid YAML", "not valid YAML"),
+    ("tab", lambda t: t.replace("    user: deploy", "\tuser: deploy"), r"Pulumi\.qa\.yaml:\d+:\d+: ", "not valid YAML"),
+    ("duplicate-nested", lambda t: t.replace("    user: deploy\n", "    user: deploy\n    host: evil.example\n"),
+     r"Pulumi\.qa\.yaml:\d+: coderz:target\.host: ", "duplicate key (first at line 7"),
+    ("duplicate-section", lambda t: t + "  coderz:environment: prod\n", r"Pulumi\.qa\.yaml:\d+: coderz:environment: ",
+     "duplicate key (first at line 4"),
+    ("outside-config", lambda t: t + "gateway:\n  domain: qa.coderz.example\n", r"Pulumi\.qa\.yaml:\d+: gateway: ",
+     "not a stack file key"),
+    ("config-not-mapping", lambda t: t.split("config:")[0] + "config: [1, 2]\n", r"Pulumi\.qa\.yaml:\d+: config: ",
+     "must be a mapping"),
+    ("plaintext-ssh-key", lambda t: t + "  coderz:sshPrivateKey: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n    b3Blbn\n"
+     "    -----END OPENSSH PRIVATE KEY-----\n", r"Pulumi\.qa\.yaml:\d+: coderz:sshPrivateKey: ", "a secret in plain text"),
+    ("plaintext-password", lambda t: t + "  coderz:smtpPassword: hunter2\n", r"Pulumi\.qa\.yaml:\d+: coderz:smtpPassword: ",
+     "a secret in plain text"),
+    ("secure-but-plain", lambda t: t + "  coderz:smtpPassword:\n    secure: hunter2\n",
+     r"Pulumi\.qa\.yaml:\d+: coderz:smtpPassword: ", "a secret in plain text"),
+    ("key-in-another-value", lambda t: t + "  coderz:notes: |\n    -----BEGIN RSA PRIVATE KEY-----\n",
+     r"Pulumi\.qa\.yaml:\d+: coderz:notes: ", "a private key in plain text"),
+]
+
+
+def qa_file(tmp_path: Path, change) -> Path:
+    text = (REPO_ROOT / "Pulumi.qa.yaml").read_text()
+    (tmp_path / "Pulumi.qa.yaml").write_text(change(text))
+    return tmp_path
+
+
+@pytest.mark.parametrize("name,change,start,phrase", FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_a_broken_stack_file_is_refused_with_file_line_and_key_and_nothing_registered(tmp_path, name, change, start, phrase):
+    message, monitor = deploy_refused("qa", engine_config("qa", secrets=secrets_for("qa"))[0], qa_file(tmp_path, change))
+    assert re.match(start, message), message
+    assert phrase in message, message
+    assert monitor.registrations == []
+
+
+def test_a_duplicate_key_names_both_lines(tmp_path):
+    root = qa_file(tmp_path, lambda t: t.replace("    user: deploy\n", "    user: deploy\n    host: evil.example\n"))
+    message, _ = deploy_refused("qa", engine_config("qa", secrets=secrets_for("qa"))[0], root)
+    lines = (root / "Pulumi.qa.yaml").read_text().splitlines()
+    second = int(message.split(":")[1])
+    first = int(re.search(r"first at line (\d+)", message).group(1))
+    assert lines[first - 1].strip() == "host: qa.coderz.example" and lines[second - 1].strip() == "host: evil.example"
+
+
+def test_encrypted_secrets_and_the_stack_file_keys_of_pulumi_are_accepted(tmp_path):
+    def change(text: str) -> str:
+        return ("secretsprovider: passphrase\nencryptionsalt: v1:abc=\n" + text
+                + "  coderz:sshPrivateKey:\n    secure: v1:bm9uY2U=:Y2lwaGVydGV4dA==\n")
+    from infra.platform import build
+    from tests.conftest import run
+
+    install_mocks("qa", engine_config("qa", secrets=secrets_for("qa"))[0], ["coderz:sshPrivateKey"])
+    assert run(lambda: build(load_current(qa_file(tmp_path, change))))["gateway_url"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_nothing_but_config_error_escapes_load_for_any_hostile_value(stack):
+    """The property: for every key of the model and every hostile value the probe tries (and
+    every row of the tables above), `load` returns a stack or raises ConfigError."""
+    cases = [m.raw() for m in mutations(stack)]
+    cases += [mutated(s, p, v) for s, p, v, _ in VALUE_CASES if s == stack]
+    assert len(cases) > 500
+    for raw in cases:
+        try:
+            load(raw, stack)
+        except ConfigError as exc:
+            assert str(exc).startswith(f"Pulumi.{stack}.yaml: "), str(exc)
+
+
+def test_the_connection_budget_counts_the_pools_the_apps_really_open():
+    app = (REPO_ROOT / "apps" / "pyapi" / "app.py").read_text()
+    assert int(re.search(r"^PG_MAX_CONNECTIONS = (\d+)", app, re.M).group(1)) == DB_POOL_PER_REPLICA["python"]
+    monitor, _ = deploy_stack("qa")
+    (dotnet, *_) = [c.plain for c in monitor.of_type("docker:index/container:Container")
+                    if c.plain["name"].startswith("coderz-qa-dotnet-api")]
+    (connection,) = [e for e in dotnet["envs"] if e.startswith("ConnectionStrings__Default=")]
+    assert connection.endswith(f";Maximum Pool Size={DB_POOL_PER_REPLICA['dotnet']}")
+
+
+def test_every_stack_file_fits_its_connection_budget_with_room():
+    from infra.catalog import declare_services
+    from infra.platform import SUPERUSER_RESERVED_CONNECTIONS, postgres_connections
+
+    for stack in STACKS:
+        config = load(engine_config(stack, secrets=secrets_for(stack))[0], stack).config
+        used = sum(postgres_connections(declare_services(config)).values())
+        assert used <= config.postgres.max_connections - SUPERUSER_RESERVED_CONNECTIONS
+
+
+def test_probe_mutations_cover_every_leaf_key_of_the_model():
+    keys = {m.key for m in mutations("qa")}
+    for expected in ("coderz:gateway.domain", "coderz:target.socket", "coderz:smtp.host", "coderz:ports.https",
+                     "coderz:limits.postgres.memoryMb", "coderz:monitoring.thresholds.cpuPercent"):
+        assert expected in keys
+    assert Mutation("qa", ("target", "host"), "x").key == "coderz:target.host"
