@@ -17,6 +17,9 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _LOGIN = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # Debian's NAME_REGEX, within useradd's 32 bytes
 _UNIX_SOCKET = re.compile(r"unix:///[A-Za-z0-9._/-]+")
+# An addr-spec's dot-atom local part (RFC 5322): no comma, quote or bracket, since Alertmanager
+# splits `to` on commas and parses each address.
+_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
 class FieldError(ValueError):
@@ -51,6 +54,18 @@ def domain_name(value: str) -> str:
     return value
 
 
+def email_address(value: str) -> str:
+    """A plain `local@domain.tld` address (no display name, no quoted local part)."""
+    local, at, domain = value.rpartition("@")
+    try:
+        if not at or len(local) > 64 or not _LOCAL_PART.fullmatch(local):
+            raise ValueError
+        domain_name(domain)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an e-mail address like ops@example.com") from None
+    return value
+
+
 def login_name(value: str) -> str:
     if not _LOGIN.fullmatch(value):
         raise ValueError(f"{value!r} is not a login name (lowercase letters, digits, '_' and '-', at most 32)")
@@ -73,3 +88,4 @@ HostName = Annotated[str, AfterValidator(host_name)]
 DomainName = Annotated[str, AfterValidator(domain_name)]
 LoginName = Annotated[str, AfterValidator(login_name)]
 DockerSocket = Annotated[str, AfterValidator(docker_socket)]
+EmailAddress = Annotated[str, AfterValidator(email_address)]

@@ -45,6 +45,8 @@ VALUE_CASES = [
     ("qa", "gateway.rateLimitRps", 2**63, "gateway.rateLimitRps"),
     ("qa", "smtp.host", "", "smtp.host"),
     ("qa", "smtp.host", "smtp example", "smtp.host"),
+    ("qa", "smtp.to", ["ops@coderz.example", "dev,ops@coderz.example"], "smtp.to[1]"),
+    ("qa", "smtp.fromAddress", "Alerts <alerts@coderz.example>", "smtp.fromAddress"),
     ("qa", "ports.http", 22, "ports.http"),
     ("qa", "target.port", 80, "ports.http"),
     ("qa", "ports.https", 443, "ports.https"),

@@ -3,14 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import Field
 
 from components.spec import Frozen
-from components.validators import HostName
-
-EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+from components.validators import EmailAddress, HostName
 
 
 class SmtpConfig(Frozen):
@@ -19,8 +15,8 @@ class SmtpConfig(Frozen):
     host: HostName
     port: int = Field(default=587, ge=1, le=65535)
     user: str | None = None
-    from_address: str = Field(pattern=EMAIL)
-    to: tuple[Annotated[str, Field(pattern=EMAIL)], ...] = Field(min_length=1)
+    from_address: EmailAddress
+    to: tuple[EmailAddress, ...] = Field(min_length=1)
     starttls: bool = True
 
 
