@@ -78,9 +78,10 @@ def check_stack_file(path: Path) -> dict[str, Any]:
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        mark, context = exc.problem_mark or exc.context_mark, exc.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-        raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc.context}") from None
+        opened = f" ({exc.context} at line {context.line + 1})" if context and context.line != mark.line else ""
+        raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc.context}{opened}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{name}: not valid YAML: {exc}") from None
     if root is None:

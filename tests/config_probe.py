@@ -75,7 +75,7 @@ class Mutation:
         node = document
         for part in rest[:-1]:
             node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else node
-        if section == "limits":  # a whole, valid entry around the one value under test
+        if section == "limits" and len(rest) == 2:  # a whole, valid entry around the value under test
             node.setdefault("memoryMb", 1024)
             node.setdefault("cpus", 1)
         node[rest[-1]] = self.value

@@ -4,7 +4,6 @@ old checks and break later (after N registered resources, or in nginx/amtool/ssh
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -25,11 +24,11 @@ VALUE_CASES = [
     ("qa", "gateway.domain", "ünïcode.example", "gateway.domain"),
     ("prod", "gateway.domain", "localhost", "gateway.domain"),
     ("prod", "gateway.domain", "10.0.0.1", "gateway.domain"),
-    ("qa", "limits.postgres", {"memoryMb": 32, "cpus": 1}, "limits.postgres.memoryMb"),
-    ("qa", "limits.gateway", {"memoryMb": 16, "cpus": 1}, "limits.gateway.memoryMb"),
-    ("prod", "limits.kibana", {"memoryMb": 128, "cpus": 1}, "limits.kibana.memoryMb"),
-    ("qa", "limits.redis", {"memoryMb": 256, "cpus": 0.001}, "limits.redis.cpus"),
-    ("qa", "limits.grafana", {"memoryMb": 256, "cpus": "NaN"}, "limits.grafana.cpus"),
+    ("qa", "limits.postgres.memoryMb", 32, "limits.postgres.memoryMb"),
+    ("qa", "limits.gateway.memoryMb", 16, "limits.gateway.memoryMb"),
+    ("prod", "limits.kibana.memoryMb", 128, "limits.kibana.memoryMb"),
+    ("qa", "limits.redis.cpus", 0.001, "limits.redis.cpus"),
+    ("qa", "limits.grafana.cpus", "NaN", "limits.grafana.cpus"),
     ("qa", "target.host", "qa.coderz.example; rm -rf /", "target.host"),
     ("qa", "target.host", "-oProxyCommand=id", "target.host"),
     ("qa", "target.host", "300.1.1.1", "target.host"),
@@ -59,19 +58,7 @@ VALUE_CASES = [
 
 def mutated(stack: str, path: str, value) -> dict:
     """The engine's config for `stack` with `value` at `path` (a section's dotted key)."""
-    section, *rest = path.split(".")
-    raw, _ = engine_config(stack, secrets=secrets_for(stack))
-    key = f"{PROJECT}:{section}"
-    document = json.loads(raw.get(key, "{}")) if rest else None
-    if not rest:
-        raw[key] = value if isinstance(value, str) else json.dumps(value)
-        return raw
-    node = document
-    for part in rest[:-1]:
-        node = node.setdefault(part, {})
-    node[rest[-1]] = value
-    raw[key] = json.dumps(document)
-    return raw
+    return Mutation(stack, tuple(path.split(".")), value).raw()
 
 
 def deploy_refused(stack: str, raw: dict, root: Path | None = None) -> tuple[str, RecordingMonitor]:
