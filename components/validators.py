@@ -7,6 +7,8 @@ Each is refused at load time with a message that says what is expected, so a val
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from typing import Annotated
@@ -82,6 +84,34 @@ def docker_socket(value: str) -> str:
         host_name(host)
         return value
     raise ValueError(f"{value!r} is not a Docker engine address (unix:///var/run/docker.sock or tcp://host:port)")
+
+
+_PEM_PRIVATE_KEY = re.compile(
+    r"-----BEGIN ((?:OPENSSH|RSA|EC|DSA) )?PRIVATE KEY-----\s*\n(.*?)\n\s*-----END \1?PRIVATE KEY-----", re.S)
+_OPENSSH_MAGIC = b"openssh-key-v1\x00"
+
+
+def ssh_private_key_problem(text: str) -> str | None:
+    """What stops ssh from using this key without a person at the keyboard, or None. Never
+    quotes the key."""
+    match = _PEM_PRIVATE_KEY.search(text)
+    if not match:
+        return "is not a private key in PEM form (-----BEGIN OPENSSH PRIVATE KEY----- ... -----END ...)"
+    headers_or_body = match.group(2)
+    if "ENCRYPTED" in headers_or_body:
+        return "is protected by a passphrase, which a deploy cannot type: remove it (ssh-keygen -p) and set it again"
+    if match.group(1) == "OPENSSH ":
+        try:
+            blob = base64.b64decode("".join(headers_or_body.split()), validate=True)
+        except (binascii.Error, ValueError):
+            return "is not valid base64 between its BEGIN and END lines"
+        if not blob.startswith(_OPENSSH_MAGIC) or len(blob) < len(_OPENSSH_MAGIC) + 4:
+            return "is not an OpenSSH private key"
+        size = int.from_bytes(blob[len(_OPENSSH_MAGIC):len(_OPENSSH_MAGIC) + 4], "big")
+        cipher = blob[len(_OPENSSH_MAGIC) + 4:len(_OPENSSH_MAGIC) + 4 + size]
+        if cipher != b"none":
+            return "is protected by a passphrase, which a deploy cannot type: remove it (ssh-keygen -p) and set it again"
+    return None
 
 
 HostName = Annotated[str, AfterValidator(host_name)]

@@ -20,7 +20,7 @@ from components.host import TargetConfig
 from components.logging.settings import LoggingConfig
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
 from components.spec import Frozen, Limits, PinnedImage
-from components.validators import DomainName, FieldError
+from components.validators import DomainName, FieldError, ssh_private_key_problem
 
 PROJECT = "coderz"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -159,6 +159,9 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
         if key in SECRET_KEYS:
             if not isinstance(value, str) or not value:
                 raise _error(stack, full_key, "must be a non-empty string set with --secret")
+            problem = ssh_private_key_problem(value) if key == "sshPrivateKey" else None
+            if problem:
+                raise _error(stack, full_key, problem)
             secrets[key] = value
         else:
             sections[key] = _decode(value)

@@ -6,6 +6,7 @@ a secret from plain text: `is_secret(value)`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -20,9 +21,20 @@ from pulumi.runtime.mocks import MockMonitor
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_SIG = rpc._special_sig_key
 SECRET_VALUE = rpc._special_secret_sig
+def openssh_key_text(cipher: bytes = b"none") -> str:
+    """An OpenSSH private-key file in form (magic, cipher, kdf, one key) with a dummy key: the
+    config check reads the format and cipher, nothing here could log in anywhere."""
+    def string(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    blob = b"openssh-key-v1\x00" + string(cipher) + string(b"none" if cipher == b"none" else b"bcrypt") + string(b"")
+    blob += (1).to_bytes(4, "big") + string(b"test-only-ssh-key")
+    return f"-----BEGIN OPENSSH PRIVATE KEY-----\n{base64.b64encode(blob).decode()}\n-----END OPENSSH PRIVATE KEY-----"
+
+
 # What an operator would have set with `pulumi config set --secret`, per stack.
 TEST_SECRETS = {
-    "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-only-ssh-key\n-----END OPENSSH PRIVATE KEY-----",
+    "sshPrivateKey": openssh_key_text(),
     "tlsPrivateKey": "-----BEGIN PRIVATE KEY-----\ntest-only-tls-key\n-----END PRIVATE KEY-----",
     "smtpPassword": "test-only-smtp-password",
 }

@@ -12,7 +12,15 @@ import pytest
 from components.api import DB_POOL_PER_REPLICA
 from infra.config import PROJECT, STACKS, ConfigError, load, load_current
 from tests.config_probe import Mutation, mutations
-from tests.mocks import REPO_ROOT, RecordingMonitor, deploy_stack, engine_config, install_mocks, secrets_for
+from tests.mocks import (
+    REPO_ROOT,
+    RecordingMonitor,
+    deploy_stack,
+    engine_config,
+    install_mocks,
+    openssh_key_text,
+    secrets_for,
+)
 
 LIMITS = {"memoryMb": 1024, "cpus": 1}
 
@@ -99,6 +107,26 @@ FILE_CASES = [
     ("key-in-another-value", lambda t: t + "  coderz:notes: |\n    -----BEGIN RSA PRIVATE KEY-----\n",
      r"Pulumi\.qa\.yaml:\d+: coderz:notes: ", "a private key in plain text"),
 ]
+
+
+SSH_KEY_CASES = [
+    ("hunter2", "is not a private key"),
+    ("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "is not a private key"),
+    (openssh_key_text(b"aes256-ctr"), "protected by a passphrase"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----",
+     "protected by a passphrase"),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----\nnot base64 at all!\n-----END OPENSSH PRIVATE KEY-----", "not valid base64"),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----", "not an OpenSSH private key"),
+]
+
+
+@pytest.mark.parametrize("key,phrase", SSH_KEY_CASES, ids=[c[1] for c in SSH_KEY_CASES])
+def test_an_ssh_key_ssh_cannot_use_unattended_is_refused_without_quoting_it(key, phrase):
+    raw = engine_config("qa", secrets={**secrets_for("qa"), "sshPrivateKey": key})[0]
+    message, monitor = deploy_refused("qa", raw)
+    assert message.startswith("Pulumi.qa.yaml: coderz:sshPrivateKey: ") and phrase in message, message
+    assert key not in message
+    assert monitor.registrations == []
 
 
 def qa_file(tmp_path: Path, change) -> Path:
