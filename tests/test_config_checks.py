@@ -11,7 +11,7 @@ import pytest
 
 from components.api import DB_POOL_PER_REPLICA
 from infra.config import PROJECT, STACKS, ConfigError, load, load_current
-from tests.config_probe import Mutation, mutations
+from tests.config_probe import Mutation, judge, mutations
 from tests.mocks import (
     REPO_ROOT,
     RecordingMonitor,
@@ -21,6 +21,7 @@ from tests.mocks import (
     openssh_key_text,
     secrets_for,
 )
+from tests.servers import require_tool
 
 LIMITS = {"memoryMb": 1024, "cpus": 1}
 
@@ -203,3 +204,30 @@ def test_probe_mutations_cover_every_leaf_key_of_the_model():
                      "coderz:limits.postgres.memoryMb", "coderz:monitoring.thresholds.cpuPercent"):
         assert expected in keys
     assert Mutation("qa", ("target", "host"), "x").key == "coderz:target.host"
+
+
+# Values at the edges of each rule: accepted, and the configs they render pass the real tools.
+EDGE_CASES = [
+    ("qa", ("gateway", "domain"), ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])),
+    ("qa", ("gateway", "domain"), "xn--bcher-kva.example"),
+    ("qa", ("gateway", "rateLimitRps"), 100_000),
+    ("qa", ("gateway", "rateLimitBurst"), 1),
+    ("qa", ("gateway", "rateLimitBurst"), 1_000_000),
+    ("qa", ("target", "host"), "192.0.2.10"),
+    ("qa", ("target", "user"), "deploy_2-x"),
+    ("qa", ("target", "port"), 2222),
+    ("qa", ("smtp", "host"), "10.0.0.25"),
+    ("qa", ("smtp", "to"), ["a.b+c@mail.example.com", "ops@coderz.example"]),
+    ("qa", ("limits", "postgres", "memoryMb"), 64),
+    ("qa", ("limits", "gateway", "cpus"), 0.01),
+    ("dev", ("target", "socket"), "tcp://127.0.0.1:2375"),
+    ("qa", ("apis", "python", "image"), "registry.example.com:5000/team/py-api@sha256:" + "0" * 64),
+]
+
+
+@pytest.mark.parametrize("stack,path,value", EDGE_CASES, ids=[f"{c[0]}:{'.'.join(c[1])}={c[2]!r:.20}" for c in EDGE_CASES])
+def test_values_at_the_edge_of_each_rule_deploy_and_pass_nginx_amtool_promtool_and_ssh(tmp_path, stack, path, value):
+    for tool in ("nginx", "amtool", "promtool", "ssh"):
+        require_tool(tool)
+    outcome = judge(Mutation(stack, path, value), tmp_path)
+    assert (outcome.verdict, outcome.detail) == ("accepted", "")
