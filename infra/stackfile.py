@@ -74,7 +74,10 @@ def _check_secret(name: str, key: str, key_node: yaml.Node, value: yaml.Node) ->
 def check_stack_file(path: Path) -> dict[str, Any]:
     """Check a stack file; returns its document. Raises ConfigError naming file, line and key."""
     name = path.name
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start})") from None
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:

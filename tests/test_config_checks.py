@@ -4,6 +4,7 @@ old checks and break later (after N registered resources, or in nginx/amtool/ssh
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
@@ -231,3 +232,28 @@ def test_values_at_the_edge_of_each_rule_deploy_and_pass_nginx_amtool_promtool_a
         require_tool(tool)
     outcome = judge(Mutation(stack, path, value), tmp_path)
     assert (outcome.verdict, outcome.detail) == ("accepted", "")
+
+
+def test_nothing_but_config_error_escapes_the_stack_file_check_for_any_damaged_file(tmp_path):
+    """The same property for the file: a seeded run of random damage (a character deleted, or
+    one of YAML's special characters inserted) to every stack file."""
+    from infra.stackfile import check_stack_file
+
+    rng = random.Random(11)
+    path = tmp_path / "Pulumi.qa.yaml"
+    refused = 0
+    for stack in STACKS:
+        text = (REPO_ROOT / f"Pulumi.{stack}.yaml").read_text()
+        for _ in range(150):
+            at = rng.randrange(len(text))
+            damage = "" if rng.random() < 0.3 else rng.choice(":-[]{}\t\n#&*!|>'\"%@`,? \x00\ufeff")
+            path.write_text(text[:at] + damage + text[at + (damage == ""):], encoding="utf-8")
+            try:
+                check_stack_file(path)
+            except ConfigError as exc:
+                refused += 1
+                assert str(exc).startswith("Pulumi.qa.yaml"), str(exc)
+    assert refused > 50
+    path.write_bytes((REPO_ROOT / "Pulumi.qa.yaml").read_bytes() + b"  coderz:x: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"^Pulumi\.qa\.yaml: not UTF-8 text"):
+        check_stack_file(path)
