@@ -148,8 +148,9 @@ def _error(stack: str, key: str, message: str) -> ConfigError:
     return ConfigError(f"Pulumi.{stack}.yaml: {key}: {message}")
 
 
-def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, str]]:
-    """Validate the raw `project:key` map; return the model and the secret values by key."""
+def parse(raw: Mapping[str, Any], stack: str, *, check_secrets: bool = True) -> tuple[StackConfig, dict[str, str]]:
+    """Validate the raw `project:key` map; return the model and the secret values by key.
+    `check_secrets=False` where the secrets are placeholders (readers that need none)."""
     sections: dict[str, Any] = {}
     secrets: dict[str, str] = {}
     for full_key, value in raw.items():
@@ -159,7 +160,7 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
         if key in SECRET_KEYS:
             if not isinstance(value, str) or not value:
                 raise _error(stack, full_key, "must be a non-empty string set with --secret")
-            problem = ssh_private_key_problem(value) if key == "sshPrivateKey" else None
+            problem = ssh_private_key_problem(value) if key == "sshPrivateKey" and check_secrets else None
             if problem:
                 raise _error(stack, full_key, problem)
             secrets[key] = value
@@ -193,11 +194,11 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
     return config, secrets
 
 
-def load(raw: Mapping[str, Any], stack: str) -> Stack:
+def load(raw: Mapping[str, Any], stack: str, *, check_secrets: bool = True) -> Stack:
     """Parse and check a stack: the config, the service catalog's port plan, the secrets."""
     from infra.catalog import check_ports, declare_services  # the catalog imports this module
 
-    config, secret_values = parse(raw, stack)
+    config, secret_values = parse(raw, stack, check_secrets=check_secrets)
     try:
         catalog = declare_services(config)
     except ValidationError as exc:
@@ -264,7 +265,7 @@ def stack_file_config(stack: str) -> StackConfig:
     """What `Pulumi.<stack>.yaml` declares, fully checked, for readers that need no secret
     (the README tables, the probe tests): secrets stand in as placeholders."""
     placeholders = {f"{PROJECT}:{key}": "placeholder" for key in SECRET_KEYS}
-    return load({**stack_file_values(stack), **placeholders}, stack).config
+    return load({**stack_file_values(stack), **placeholders}, stack, check_secrets=False).config
 
 
 def load_current(root: Path | None = None) -> Stack:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -286,6 +287,11 @@ def started_with(data: Path, command: list[str]) -> Iterator[int]:
             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
     with process(_as_postgres_user(argv), port=port, log=data.parent / f"postgres-{port}.log"):
         try:
+            # The port opens while the server still says "the database system is starting up".
+            ready = [require_tool("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-t", "1"]
+            deadline = time.monotonic() + 30
+            while subprocess.run(ready, check=False).returncode != 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
             yield port
         finally:
             subprocess.run(_as_postgres_user([require_tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
