@@ -108,6 +108,9 @@ def _values(annotation: Any) -> tuple[Any, ...]:
 
 def mutations(stack: str) -> Iterator[Mutation]:
     """Every hostile value for every leaf key of the stack config, and for every service limit."""
+    for name, field in StackConfig.model_fields.items():  # whole sections of the wrong shape
+        for value in ("", "x", "null", "[]", "{", [], {}, 0, [{}]):
+            yield Mutation(stack, (field.alias or name,), value)
     for path, annotation in _leaves(StackConfig, ()):
         for value in _values(annotation):
             yield Mutation(stack, path, value)
