@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from components.spec import Catalog, HealthCheck, Limits, Metrics, PublicPort, Route, ServiceSpec
 from components.postgres_init import MIN_MEMORY_MB as POSTGRES_MIN_MEMORY_MB
+from components.spec import Catalog, HealthCheck, Limits, Metrics, PublicPort, Route, ServiceSpec
 from infra.config import PROJECT, StackConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

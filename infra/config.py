@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 from components.host import TargetConfig
 from components.logging.settings import LoggingConfig
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
-from components.spec import Frozen, Limits, PinnedImage
+from components.spec import Catalog, Frozen, Limits, PinnedImage
 from components.validators import DomainName, FieldError, ssh_private_key_problem
 
 PROJECT = "coderz"
@@ -230,7 +230,7 @@ def load(raw: Mapping[str, Any], stack: str, *, check_secrets: bool = True) -> S
     )
 
 
-def _check_connections(stack: str, config: StackConfig, catalog: Any) -> None:
+def _check_connections(stack: str, config: StackConfig, catalog: Catalog) -> None:
     """Every client's pool at its fullest must fit in `postgres.maxConnections`, less the slots
     PostgreSQL keeps for superusers; past it a replica's connection is refused under load."""
     from infra.platform import SUPERUSER_RESERVED_CONNECTIONS, postgres_connections
@@ -248,13 +248,15 @@ def _check_connections(stack: str, config: StackConfig, catalog: Any) -> None:
 
 def stack_file_values(stack: str, root: Path = REPO_ROOT) -> dict[str, Any]:
     """The raw config of `Pulumi.<stack>.yaml` as the engine hands it over (structured values as
-    JSON text, scalars as text), after the file itself is checked (`check_stack_file`)."""
+    JSON text, scalars as text), after the file itself is checked (`check_stack_file`).
+    Encrypted values (`secure: v1:...`) are left out: only the engine can decrypt them."""
     from infra.stackfile import check_stack_file
 
     document = check_stack_file(root / f"Pulumi.{stack}.yaml")
     return {
         key: value if isinstance(value, str) else json.dumps(value)
         for key, value in (document.get("config") or {}).items()
+        if not (isinstance(value, dict) and set(value) == {"secure"})
     }
 
 
