@@ -40,7 +40,7 @@ SUPERUSER_SLOTS = 3  # PostgreSQL's superuser_reserved_connections default
 STRINGS = ("", " ", "\t", "é.example", "ünïcödé", "a b", "a;rm -rf /", "$(id)", "`id`", "a\nb", "-oProxyCommand=id",
            "../../etc/passwd", "x" * 300, "a..b", "-a.example", "a.example.", "*", "{}", "0", "unix://", "tcp://",
            "has'quote", 'has"dq', "#comment")
-NUMBERS = (0, -1, 1, 2, 5, 0.001, 0.009, 65536, 2**31, 2**63, 10**12, 1e308, "12", "NaN", True)
+NUMBERS = (0, -1, 1, 2, 5, 22, 80, 443, 0.001, 0.009, 65536, 2**31, 2**63, 10**12, 1e308, "12", "NaN", True)
 SERVICES = ("postgres", "redis", "dotnet-api", "python-api", "gateway", "node-exporter", "cadvisor", "postgres-exporter",
             "redis-exporter", "alertmanager", "prometheus", "grafana", "loki", "promtail", "elasticsearch", "logstash",
             "kibana", "filebeat")
