@@ -1,6 +1,10 @@
 """Hostile and careless stack files, each refused before any resource exists, with one message
-naming the file and the key. Every row below was found by tests/config_probe.py to pass the
-old checks and break later (after N registered resources, or in nginx/amtool/ssh/Docker/PostgreSQL)."""
+naming the file and the key.
+
+The value rows are of the kinds tests/config_probe.py found passing the old checks and breaking
+later (after N registered resources, or in nginx -t, amtool, ssh, Docker's limits or
+PostgreSQL's connection slots), plus values no tool here can judge but that are plainly wrong
+(a domain with an empty label, an image name Docker would not parse)."""
 
 from __future__ import annotations
 
@@ -24,14 +28,13 @@ from tests.mocks import (
 )
 from tests.servers import require_tool
 
-LIMITS = {"memoryMb": 1024, "cpus": 1}
-
 # (stack, key path, value, the key the error must name)
 VALUE_CASES = [
     ("qa", "gateway.domain", "", "gateway.domain"),
     ("qa", "gateway.domain", "qa.coderz.example;", "gateway.domain"),
     ("qa", "gateway.domain", "qa.coderz.example\nserver_name evil", "gateway.domain"),
     ("qa", "gateway.domain", "ünïcode.example", "gateway.domain"),
+    ("qa", "gateway.domain", "qa..coderz.example", "gateway.domain"),
     ("prod", "gateway.domain", "localhost", "gateway.domain"),
     ("prod", "gateway.domain", "10.0.0.1", "gateway.domain"),
     ("qa", "limits.postgres.memoryMb", 32, "limits.postgres.memoryMb"),
