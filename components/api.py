@@ -16,6 +16,9 @@ from components.container import ContainerService, ContainerServiceArgs, Placeme
 from components.spec import InputStr, ServiceSpec
 
 ASPNETCORE_ENVIRONMENTS = {"dev": "Development", "qa": "Staging", "prod": "Production"}
+# PostgreSQL connections one replica may hold: the .NET pool's `Maximum Pool Size`, and the
+# Python API's own pool (PG_MAX_CONNECTIONS in apps/pyapi/app.py; a test keeps them equal).
+DB_POOL_PER_REPLICA = {"dotnet": 50, "python": 5}
 
 
 class Database(BaseModel):
@@ -66,8 +69,8 @@ def api_env(args: ApiArgs) -> list[InputStr]:
         "DOTNET_PRINT_TELEMETRY_MESSAGE=false",
         pulumi.Output.secret(
             pulumi.Output.format(
-                "ConnectionStrings__Default=Host={0};Port={1};Database={2};Username={2};Password={3};Maximum Pool Size=50",
-                db.host, db.port, db.name, db.password,
+                "ConnectionStrings__Default=Host={0};Port={1};Database={2};Username={2};Password={3};Maximum Pool Size={4}",
+                db.host, db.port, db.name, db.password, DB_POOL_PER_REPLICA["dotnet"],
             )
         ),
         pulumi.Output.secret(

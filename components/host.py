@@ -18,21 +18,25 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.container import Placement
 from components.spec import Frozen, InputStr
+from components.validators import DockerSocket, FieldError, HostName, LoginName
 
 
 class TargetConfig(Frozen):
-    """The Docker host: the local engine, or a VPS reached over SSH."""
+    """The Docker host: the local engine, or a VPS reached over SSH. Every value ends up in an
+    `ssh://user@host:port` URL and an ssh command line, so each is checked for its grammar."""
 
     kind: Literal["local", "ssh"]
-    host: str | None = None
-    user: str = "deploy"
+    host: HostName | None = None
+    user: LoginName = "deploy"
     port: int = Field(default=22, ge=1, le=65535)
-    socket: str = "unix:///var/run/docker.sock"
+    socket: DockerSocket = "unix:///var/run/docker.sock"
 
     @model_validator(mode="after")
     def _ssh_needs_host(self) -> "TargetConfig":
         if self.kind == "ssh" and not self.host:
             raise ValueError("an ssh target needs host")
+        if self.kind == "local" and self.host is not None:
+            raise FieldError("host", "is only read for an ssh target (kind: ssh); a local target uses socket")
         return self
 
     @property

@@ -27,6 +27,7 @@ SALT_CONTEXT = b"coderz-infra scram salt v1\x00"
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: longer names would be truncated silently
 RESERVED_ROLES = {"public", "none", "current_user", "current_role", "session_user", "postgres"}
 RESERVED_DATABASES = {"postgres", "template0", "template1"}
+MIN_MEMORY_MB = 64  # below this the scaled shared_buffers and work_mem leave nothing to run on
 
 
 def _identifier_problem(value: str) -> str | None:
@@ -248,8 +249,8 @@ def postgres_settings(memory_mb: int, max_connections: int) -> dict[str, str]:
     work_mem is memory / (max_connections x 5), at least 4MB: a query may run a few sorts and
     hashes at once. The WAL sizes are disk, not memory, so they never go below PostgreSQL's own
     defaults (1GB / 80MB)."""
-    if memory_mb < 64:
-        raise ValueError(f"PostgreSQL needs at least 64 MB of memory, not {memory_mb}")
+    if memory_mb < MIN_MEMORY_MB:
+        raise ValueError(f"PostgreSQL needs at least {MIN_MEMORY_MB} MB of memory, not {memory_mb}")
     if not 1 <= max_connections <= 10_000:
         raise ValueError(f"max_connections must be between 1 and 10000, not {max_connections}")
     return {

@@ -17,12 +17,20 @@ from pydantic.alias_generators import to_camel
 # Output's future content, so args models accept these as they are.
 InputStr: TypeAlias = Any
 
-PINNED_TAG = re.compile(r"^[^\s@]+(:[A-Za-z0-9_][A-Za-z0-9_.-]*|@sha256:[0-9a-f]{64})$")
+# Docker's image reference grammar (distribution/reference): an optional registry host[:port]/,
+# lowercase path components, then a tag and/or a sha256 digest -- one of them required here.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REGISTRY = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]{1,5})?/)?"
+PINNED_TAG = re.compile(
+    rf"^{_REGISTRY}{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}|@sha256:[0-9a-f]{{64}})$"
+)
 
 
 def _pinned(image: str) -> str:
-    if image.endswith(":latest") or not PINNED_TAG.match(image) or ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
+    if image.endswith(":latest") or ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
         raise ValueError(f"image {image!r} must carry a pinned tag or digest (not latest)")
+    if len(image) > 255 or not PINNED_TAG.fullmatch(image):
+        raise ValueError(f"image {image!r} is not a Docker image reference (registry/name:tag, lowercase name)")
     return image
 
 
@@ -42,7 +50,8 @@ class Limits(Frozen):
     """Resource limits of one container."""
 
     memory_mb: int = Field(ge=16, le=262_144)
-    cpus: float = Field(gt=0, le=64)
+    # Docker refuses a CPU limit below 0.01 ("Range of CPUs is from 0.01 to ...").
+    cpus: float = Field(ge=0.01, le=64, allow_inf_nan=False)
 
     @property
     def memory_bytes(self) -> int:
@@ -118,6 +127,9 @@ class ServiceSpec(Frozen):
     tier: Tier
     description: str
     replicas: int = Field(default=1, ge=1, le=1000)
+    # The least memory the service starts and runs its own defaults with (a stack's limit
+    # override below it is refused at load time); 0 means the model's floor, 16 MB.
+    min_memory_mb: int = Field(default=0, ge=0, le=262_144)
     metrics: Metrics | None = None
     route: Route | None = None
     host_port: int | None = Field(default=None, ge=1, le=65535)

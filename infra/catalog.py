@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from components.postgres_init import MIN_MEMORY_MB as POSTGRES_MIN_MEMORY_MB
 from components.spec import Catalog, HealthCheck, Limits, Metrics, PublicPort, Route, ServiceSpec
 from infra.config import PROJECT, StackConfig
 
@@ -68,6 +69,7 @@ def declare_services(config: StackConfig) -> Catalog:
             # socket only, so the check turns healthy once the real server is up.
             health=HealthCheck(test=("CMD-SHELL", 'pg_isready -h 127.0.0.1 -U "$POSTGRES_USER" -d postgres')),
             limits=Limits(memory_mb=512, cpus=1.0),
+            min_memory_mb=POSTGRES_MIN_MEMORY_MB,
             host_port=loopback_port(config, "postgres"),
             stateful=True,  # its data volume takes one server at a time
         ),
@@ -82,6 +84,7 @@ def declare_services(config: StackConfig) -> Catalog:
             ),
             limits=Limits(memory_mb=128, cpus=0.25),
             stateful=True,  # its append-only file takes one server at a time
+            min_memory_mb=32,  # maxmemory is 75% of it; the rest is the server and AOF rewrites
         ),
         ServiceSpec(
             name="dotnet-api",
@@ -92,6 +95,7 @@ def declare_services(config: StackConfig) -> Catalog:
             # Microsoft's ASP.NET images carry neither wget nor curl.
             health=bash_http_check(8080, "/healthz"),
             limits=Limits(memory_mb=256, cpus=0.5),
+            min_memory_mb=96,  # the .NET runtime and ASP.NET Core before the first request
             replicas=apis.dotnet.replicas,
             metrics=Metrics(),
             route=Route(path_prefix="/api/dotnet/", cache_ttl_s=apis.dotnet.cache_ttl_s),
@@ -107,6 +111,7 @@ def declare_services(config: StackConfig) -> Catalog:
                 test=("CMD", "python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/health', timeout=3)")
             ),
             limits=Limits(memory_mb=256, cpus=0.5),
+            min_memory_mb=64,  # CPython with psycopg and redis-py loaded
             replicas=apis.python.replicas,
             metrics=Metrics(),
             route=Route(path_prefix="/api/python/", cache_ttl_s=apis.python.cache_ttl_s),
@@ -120,6 +125,7 @@ def declare_services(config: StackConfig) -> Catalog:
             description="nginx (OpenResty) gateway with the Redis response cache",
             health=http_check(GATEWAY_HTTP, "/health"),
             limits=Limits(memory_mb=128, cpus=0.5),
+            min_memory_mb=32,  # nginx.conf's shared zones (rate limits, Lua dicts) take about 17 MB
             metrics=Metrics(path="/metrics", port=9145),
             public_ports=gateway_ports(config),
             depends_on=("redis",),
@@ -150,7 +156,10 @@ def gateway_ports(config: StackConfig) -> tuple[PublicPort, ...]:
 
 def check_ports(config: StackConfig) -> tuple[str, str] | None:
     """The first host port two services would share, as (config key, message); else None."""
-    claims: list[tuple[int, str, str]] = [(config.ports.http, "gateway", f"{PROJECT}:ports.http")]
+    claims: list[tuple[int, str, str]] = []
+    if config.target.kind == "ssh":  # sshd already listens on the host's every address
+        claims.append((config.target.port, "sshd", f"{PROJECT}:target.port"))
+    claims.append((config.ports.http, "gateway", f"{PROJECT}:ports.http"))
     if config.ports.https is not None:
         claims.append((config.ports.https, "gateway", f"{PROJECT}:ports.https"))
     for service, offset in LOOPBACK_OFFSETS.items():

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.catalog import LOOPBACK_OFFSETS
-from infra.config import PROJECT, SECRET_KEYS, STACK_NAME, ConfigError, StackConfig, load
+from infra.config import PLACEHOLDER_SECRETS, PROJECT, STACK_NAME, ConfigError, StackConfig, load
 from infra.stackset import BLOCK_SIZE, LAST_BASE, StackFile, first_clash, host_of, next_free_block, read_stacks
 from components.yamltext import dump_yaml, load_yaml
 
@@ -76,9 +76,9 @@ def _is_secure(value: Any) -> bool:
 def _validate(new: str, values: dict[str, Any]) -> StackConfig:
     """The new file through the full loader (config, catalog, ports), secrets as placeholders."""
     raw = {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
-    raw.update({f"{PROJECT}:{key}": "placeholder" for key in SECRET_KEYS})
+    raw.update(PLACEHOLDER_SECRETS)
     try:
-        return load(raw, new).config
+        return load(raw, new, check_secrets=False).config
     except ConfigError as error:
         raise CloneRefused(f"the clone would not validate: {error}") from None
 

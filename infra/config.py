@@ -22,7 +22,8 @@ from components.host import TargetConfig
 from components.k3s.settings import K3sConfig
 from components.logging.settings import LoggingConfig
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
-from components.spec import Frozen, Limits, PinnedImage
+from components.spec import Catalog, Frozen, Limits, PinnedImage
+from components.validators import DomainName, FieldError, ssh_private_key_problem
 from components.yamltext import load_yaml
 from infra.tls import check_gateway_tls
 
@@ -59,9 +60,10 @@ class GatewayConfig(Frozen):
     """The gateway. With a `domain` it serves HTTPS, its certificate from ACME (`acme`, the
     default) or set by hand (`tls`); infra/tls.py checks the choice."""
 
-    domain: str | None = None
-    rate_limit_rps: int = Field(default=20, ge=1)
-    rate_limit_burst: int = Field(default=40, ge=0)
+    domain: DomainName | None = None
+    # nginx refuses `burst=0`; above these bounds a per-client limit limits nothing.
+    rate_limit_rps: int = Field(default=20, ge=1, le=100_000)
+    rate_limit_burst: int = Field(default=40, ge=1, le=1_000_000)
     tls: TlsConfig | None = None
     acme: AcmeConfig | None = None
 
@@ -161,8 +163,9 @@ def _error(stack: str, key: str, message: str) -> ConfigError:
     return ConfigError(f"Pulumi.{stack}.yaml: {key}: {message}")
 
 
-def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, str]]:
-    """Validate the raw `project:key` map; return the model and the secret values by key."""
+def parse(raw: Mapping[str, Any], stack: str, *, check_secrets: bool = True) -> tuple[StackConfig, dict[str, str]]:
+    """Validate the raw `project:key` map; return the model and the secret values by key.
+    `check_secrets=False` where the secrets are placeholders (readers that need none)."""
     if not STACK_NAME.fullmatch(stack):
         raise ConfigError(f"stack name {stack!r}: a stack name is 1-100 letters, digits, '-', '_' or '.'")
     sections: dict[str, Any] = {}
@@ -174,6 +177,9 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
         if key in SECRET_KEYS:
             if not isinstance(value, str) or not value:
                 raise _error(stack, full_key, "must be a non-empty string set with --secret")
+            problem = ssh_private_key_problem(value) if key == "sshPrivateKey" and check_secrets else None
+            if problem:
+                raise _error(stack, full_key, problem)
             secrets[key] = value
         else:
             sections[key] = _decode(value)
@@ -181,12 +187,17 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
         config = StackConfig.model_validate(sections)
     except ValidationError as exc:
         first = exc.errors()[0]
-        message = first["msg"]
+        loc, message = tuple(first["loc"]), first["msg"]
+        error = (first.get("ctx") or {}).get("error")
         if first["type"] == "extra_forbidden":
             message = "unknown key (typo?)"
         elif first["type"] == "missing":
             message = "required key is missing"
-        raise _error(stack, _key(tuple(first["loc"])), message) from None
+        elif isinstance(error, FieldError):  # a rule across fields, about one of them
+            loc, message = loc + tuple(error.field.split(".")), str(error)
+        elif isinstance(error, ValueError):
+            message = str(error)
+        raise _error(stack, _key(loc), message) from None
     # A stack named like a kind must be of that kind; any other name may be of any kind.
     if config.environment != stack and stack in ("dev", "qa", "prod"):
         raise _error(stack, f"{PROJECT}:environment", f"says {config.environment!r} in stack {stack!r}")
@@ -201,11 +212,11 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
     return config, secrets
 
 
-def load(raw: Mapping[str, Any], stack: str) -> Stack:
+def load(raw: Mapping[str, Any], stack: str, *, check_secrets: bool = True) -> Stack:
     """Parse and check a stack: the config, the service catalog's port plan, the secrets."""
     from infra.catalog import check_ports, declare_services  # the catalog imports this module
 
-    config, secret_values = parse(raw, stack)
+    config, secret_values = parse(raw, stack, check_secrets=check_secrets)
     try:
         catalog = declare_services(config)
     except ValidationError as exc:
@@ -217,6 +228,11 @@ def load(raw: Mapping[str, Any], stack: str) -> Stack:
     if "elasticsearch" in catalog and catalog.get("elasticsearch").limits.memory_mb < config.logging.elk.heap_mb * 3 // 2:
         raise _error(stack, f"{PROJECT}:limits.elasticsearch.memoryMb",
                      f"must leave room above the {config.logging.elk.heap_mb} MB heap (at least 1.5x)")
+    for service in catalog.services:
+        if service.limits.memory_mb < service.min_memory_mb:
+            raise _error(stack, f"{PROJECT}:limits.{service.name}.memoryMb",
+                         f"{service.name} needs at least {service.min_memory_mb} MB to start")
+    _check_connections(stack, config, catalog)
     clash = check_ports(config)
     if clash:
         key, message = clash
@@ -232,34 +248,63 @@ def load(raw: Mapping[str, Any], stack: str) -> Stack:
     )
 
 
+def _check_connections(stack: str, config: StackConfig, catalog: Catalog) -> None:
+    """Every client's pool at its fullest must fit in `postgres.maxConnections`, less the slots
+    PostgreSQL keeps for superusers; past it a replica's connection is refused under load."""
+    from infra.platform import SUPERUSER_RESERVED_CONNECTIONS, postgres_connections
+
+    wanted = postgres_connections(catalog)
+    usable = config.postgres.max_connections - SUPERUSER_RESERVED_CONNECTIONS
+    total = sum(wanted.values())
+    if total > usable:
+        clients = ", ".join(f"{name} {count}" for name, count in wanted.items())
+        raise _error(stack, f"{PROJECT}:postgres.maxConnections",
+                     f"{config.postgres.max_connections} leaves {usable} after {SUPERUSER_RESERVED_CONNECTIONS} superuser "
+                     f"slots, but the clients may open {total} ({clients}): raise it to at least "
+                     f"{total + SUPERUSER_RESERVED_CONNECTIONS} or lower apis.*.replicas")
+
+
 def stack_file_values(stack: str, root: Path = REPO_ROOT) -> dict[str, Any]:
     """The raw config of `Pulumi.<stack>.yaml` as the engine hands it over (structured values as
-    JSON text, scalars as text). Secrets are not in stack files of this repo."""
-    document = load_yaml((root / f"Pulumi.{stack}.yaml").read_text()) or {}
+    JSON text, scalars as text), after the file itself is checked (`check_stack_file`).
+    Encrypted values (`secure: v1:...`) are left out: only the engine can decrypt them."""
+    from infra.stackfile import check_stack_file
+
+    document = check_stack_file(root / f"Pulumi.{stack}.yaml")
     return {
         key: value if isinstance(value, str) else json.dumps(value)
         for key, value in (document.get("config") or {}).items()
+        if not (isinstance(value, dict) and set(value) == {"secure"})
     }
 
 
 STACKS = ("dev", "qa", "prod")
+# What stands in for the operator's secrets where a stack file is read without them (load with
+# `check_secrets=False`).
+PLACEHOLDER_SECRETS = {f"{PROJECT}:{key}": "placeholder" for key in SECRET_KEYS}
 
 
 def stack_file_config(stack: str) -> StackConfig:
     """What `Pulumi.<stack>.yaml` declares, fully checked, for readers that need no secret
     (the README tables, the probe tests): secrets stand in as placeholders."""
-    placeholders = {f"{PROJECT}:{key}": "placeholder" for key in SECRET_KEYS}
-    return load({**stack_file_values(stack), **placeholders}, stack).config
+    return load({**stack_file_values(stack), **PLACEHOLDER_SECRETS}, stack, check_secrets=False).config
 
 
-def load_current(root: Path = REPO_ROOT) -> Stack:
-    """The running stack's config, as handed to the program by the Pulumi engine, checked
-    against the other stack files on its host (infra/stackset.py)."""
+def load_current(root: Path | None = None) -> Stack:
+    """The running stack's config, as handed to the program by the Pulumi engine. The engine
+    passes values, not the file: where `Pulumi.<stack>.yaml` is beside the program, the file
+    itself is checked first (syntax, duplicate keys, stray keys, secrets in plain text); then
+    the stack is checked against the other stack files on its host (infra/stackset.py)."""
     from pulumi.runtime import config as runtime_config
 
+    from infra.stackfile import check_stack_file
     from infra.stackset import check_siblings  # the stack set reads files through this module
 
+    name, root = pulumi.get_stack(), root or REPO_ROOT
+    path = root / f"Pulumi.{name}.yaml"
+    if path.is_file():
+        check_stack_file(path)
     raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    stack = load(raw, pulumi.get_stack())
+    stack = load(raw, name)
     check_siblings(stack.name, stack.config, root)
     return stack

@@ -7,7 +7,7 @@ import gc
 
 import pulumi
 
-from components.api import Api, ApiArgs, Database, RedisEndpoint
+from components.api import DB_POOL_PER_REPLICA, Api, ApiArgs, Database, RedisEndpoint
 from components.gateway.component import Gateway, GatewayArgs, GatewayTls
 from components.host import DockerHost, DockerHostArgs
 from components.k3s.cluster import K3sCluster, K3sClusterArgs
@@ -37,6 +37,23 @@ def relax_garbage_collection() -> None:
 def postgres_clients(catalog: Catalog) -> tuple[str, ...]:
     """Every application that depends on PostgreSQL gets its own role and database."""
     return tuple(s.name for s in catalog.services if s.tier == "app" and "postgres" in s.depends_on)
+
+
+# PostgreSQL keeps this many connections for superusers (its superuser_reserved_connections
+# default): the role updates through `docker exec psql` and an operator's session use them.
+SUPERUSER_RESERVED_CONNECTIONS = 3
+# postgres_exporter holds one connection for its built-in queries and one for its collectors.
+EXPORTER_CONNECTIONS = 2
+
+
+def postgres_connections(catalog: Catalog) -> dict[str, int]:
+    """The most connections each PostgreSQL client of the stack may open, all replicas together."""
+    wanted = {
+        name: catalog.get(name).replicas * DB_POOL_PER_REPLICA[API_FLAVOURS[name]] for name in postgres_clients(catalog)
+    }
+    if "postgres-exporter" in catalog:
+        wanted["postgres-exporter"] = EXPORTER_CONNECTIONS
+    return wanted
 
 
 def build(stack: Stack) -> dict[str, pulumi.Input]:

@@ -11,7 +11,7 @@ Nothing here is published except Kibana, on the host's loopback only (`loopback_
 from __future__ import annotations
 
 from components.logging.component import ELK_SERVICES, LOKI_SERVICES
-from components.logging.settings import LoggingConfig
+from components.logging.settings import LOGSTASH_HEAP_MB, LoggingConfig
 from components.spec import HealthCheck, Limits, Metrics, ServiceSpec
 from infra.catalog import bash_http_check, http_check, loopback_port
 from infra.config import StackConfig
@@ -69,6 +69,7 @@ def logging_services(config: StackConfig) -> list[ServiceSpec]:
                 description=f"Loki, single binary, filesystem storage, {logging.loki.retention_days} days",
                 health=http_check(LOKI_PORT, "/ready").model_copy(update={"start_period_s": 30}),
                 limits=Limits(memory_mb=512, cpus=0.5),
+                min_memory_mb=128,
                 metrics=Metrics(),
                 stateful=True,  # its chunks and index volume take one server at a time
             ),
@@ -80,6 +81,7 @@ def logging_services(config: StackConfig) -> list[ServiceSpec]:
                 description="Promtail: this stack's container logs to Loki",
                 health=bash_http_check(PROMTAIL_PORT, "/ready"),
                 limits=Limits(memory_mb=128, cpus=0.25),
+                min_memory_mb=48,
                 metrics=Metrics(),
                 depends_on=("loki",),
                 stateful=True,  # two would ship every line twice from one positions file
@@ -101,6 +103,7 @@ def logging_services(config: StackConfig) -> list[ServiceSpec]:
                 # Heap is half of the container: the rest is Lucene's file cache and off-heap.
                 limits=Limits(memory_mb=heap * 2, cpus=1.0),
                 stateful=True,  # its data volume takes one node at a time (node.lock)
+                min_memory_mb=heap * 3 // 2,  # the JVM heap and room above it for Lucene
             ),
             ServiceSpec(
                 name="logstash",
@@ -113,6 +116,7 @@ def logging_services(config: StackConfig) -> list[ServiceSpec]:
                     start_period_s=90, retries=10,
                 ),
                 limits=Limits(memory_mb=768, cpus=1.0),
+                min_memory_mb=LOGSTASH_HEAP_MB * 3 // 2,
                 depends_on=("elasticsearch",),
             ),
             ServiceSpec(
@@ -126,6 +130,7 @@ def logging_services(config: StackConfig) -> list[ServiceSpec]:
                     start_period_s=120, retries=12,
                 ),
                 limits=Limits(memory_mb=1024, cpus=1.0),
+                min_memory_mb=512,  # Node.js; Kibana's own docs ask for more
                 host_port=loopback_port(config, "kibana") if logging.elk.publish_kibana else None,
                 depends_on=("elasticsearch",),
             ),
@@ -137,6 +142,7 @@ def logging_services(config: StackConfig) -> list[ServiceSpec]:
                 description="Filebeat: the gateway container's JSON log to Logstash",
                 health=_curl_check(f"http://127.0.0.1:{FILEBEAT_HTTP_PORT}/", start_period_s=30),
                 limits=Limits(memory_mb=192, cpus=0.25),
+                min_memory_mb=64,
                 depends_on=("logstash",),
                 stateful=True,  # its registry volume is locked by one Filebeat at a time
             ),

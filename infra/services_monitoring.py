@@ -40,6 +40,7 @@ def monitoring_services(config: StackConfig) -> list[ServiceSpec]:
             description="Per-container CPU, memory, network and restarts",
             health=http_check(8080, "/healthz"),
             limits=Limits(memory_mb=256, cpus=0.5),
+            min_memory_mb=64,
             metrics=Metrics(),
         ),
         exporter("postgres-exporter", "quay.io/prometheuscommunity/postgres-exporter:v0.15.0", 9187,
@@ -55,6 +56,7 @@ def monitoring_services(config: StackConfig) -> list[ServiceSpec]:
             description="Alertmanager: the one alert path, e-mail over SMTP",
             health=http_check(9093, "/-/healthy"),
             limits=Limits(memory_mb=128, cpus=0.25),
+            min_memory_mb=32,
             metrics=Metrics(),
             # Prometheus sends every alert to each address of the name: two unclustered
             # Alertmanagers would both mail it, and silences live in the one's data dir.
@@ -68,6 +70,7 @@ def monitoring_services(config: StackConfig) -> list[ServiceSpec]:
             description=f"Prometheus: scrapes every {monitoring.scrape_interval_s}s, keeps {monitoring.retention_days} days",
             health=http_check(9090, "/-/healthy"),
             limits=Limits(memory_mb=1024, cpus=1.0),
+            min_memory_mb=128,  # the TSDB head block of every series it scrapes
             metrics=Metrics(),
             depends_on=("alertmanager",),
             stateful=True,  # its TSDB volume takes one server at a time (a lock file)
@@ -81,6 +84,7 @@ def monitoring_services(config: StackConfig) -> list[ServiceSpec]:
             # Served from its sub-path, Grafana answers there, not at /api/health.
             health=http_check(3000, f"{GRAFANA_ROUTE.path_prefix}api/health"),
             limits=Limits(memory_mb=256, cpus=0.5),
+            min_memory_mb=96,
             route=GRAFANA_ROUTE,
             host_port=loopback_port(config, "grafana") if monitoring.publish_grafana else None,
             depends_on=("prometheus",),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from components.host import TargetConfig
-from infra.config import PROJECT, REPO_ROOT, SECRET_KEYS, ConfigError, StackConfig, parse, stack_file_values
+from infra.config import PLACEHOLDER_SECRETS, PROJECT, REPO_ROOT, ConfigError, StackConfig, parse, stack_file_values
 
 BLOCK_SIZE = 100
 # Blocks are searched from the deployment reference's first block (prod 5000, qa 5100, dev 5200),
@@ -66,8 +66,7 @@ def stack_names(root: Path = REPO_ROOT) -> list[str]:
 def read_stack(name: str, root: Path = REPO_ROOT) -> StackFile:
     """A stack file's validated config. Secrets are not needed to know ports and hosts: they
     stand in as placeholders, so an SSH stack file without its key still reads."""
-    placeholders = {f"{PROJECT}:{key}": "placeholder" for key in SECRET_KEYS}
-    config, _ = parse({**stack_file_values(name, root), **placeholders}, name)
+    config, _ = parse({**stack_file_values(name, root), **PLACEHOLDER_SECRETS}, name, check_secrets=False)
     return StackFile(name, config)
 
 

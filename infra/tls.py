@@ -42,6 +42,9 @@ def check_gateway_tls(config: StackConfig, secrets: dict[str, str], now: datetim
         return "gateway.domain", "ACME issues for a lowercase DNS name (not an IP address, wildcard or single label)"
     if gateway.tls_mode and config.ports.https is None:
         return "ports.https", f"gateway TLS ({gateway.tls_mode}) needs an https port"
+    if config.ports.https is not None and not gateway.tls_mode:
+        return "ports.https", ("nothing serves HTTPS without a certificate: set gateway.acme (with gateway.domain) "
+                               "or gateway.tls, or drop the port")
     if gateway.tls:
         if "tlsPrivateKey" not in secrets:
             return "tlsPrivateKey", "gateway.tls needs its key (pulumi config set --secret tlsPrivateKey)"

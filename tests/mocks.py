@@ -7,7 +7,10 @@ a secret from plain text: `is_secret(value)`.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
+import io
+import tarfile
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +19,27 @@ from typing import Any, Mapping
 import pulumi
 import yaml
 from pulumi.runtime import rpc
+
+from components.gateway.reload import ROOT as GATEWAY_ROOT
 from pulumi.runtime.mocks import MockMonitor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_SIG = rpc._special_sig_key
 SECRET_VALUE = rpc._special_secret_sig
+def openssh_key_text(cipher: bytes = b"none") -> str:
+    """An OpenSSH private-key file in form (magic, cipher, kdf, one key) with a dummy key: the
+    config check reads the format and cipher, nothing here could log in anywhere."""
+    def string(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    blob = b"openssh-key-v1\x00" + string(cipher) + string(b"none" if cipher == b"none" else b"bcrypt") + string(b"")
+    blob += (1).to_bytes(4, "big") + string(b"test-only-ssh-key")
+    return f"-----BEGIN OPENSSH PRIVATE KEY-----\n{base64.b64encode(blob).decode()}\n-----END OPENSSH PRIVATE KEY-----"
+
+
 # What an operator would have set with `pulumi config set --secret`, per stack.
 TEST_SECRETS = {
-    "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-only-ssh-key\n-----END OPENSSH PRIVATE KEY-----",
+    "sshPrivateKey": openssh_key_text(),
     "tlsPrivateKey": "-----BEGIN PRIVATE KEY-----\ntest-only-tls-key\n-----END PRIVATE KEY-----",
     "smtpPassword": "test-only-smtp-password",
 }
@@ -213,3 +229,10 @@ def service_of(container: Registration) -> str:
     name carries an index and a digest, so tests find containers by service, not by name."""
     labels = {label["label"]: label["value"] for label in container.plain["labels"]}
     return labels["coderz.service"]
+
+
+def gateway_installed_files(command: Registration) -> dict[str, tuple[str, int]]:
+    """The files the config command installs: absolute path -> (text, mode), from its stdin."""
+    archive = gzip.decompress(base64.b64decode(command.plain["stdin"]))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {f"{GATEWAY_ROOT}/{m.name}": (tar.extractfile(m).read().decode(), m.mode) for m in tar.getmembers()}

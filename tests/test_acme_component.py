@@ -23,7 +23,7 @@ from components.gateway.acme import (
 )
 from components.gateway.component import Gateway, GatewayArgs
 from components.host import HostShell
-from tests.test_gateway_component import installed
+from tests.mocks import gateway_installed_files as installed
 from components.gateway.render import CONF_PATH
 from infra.catalog import declare_services
 from infra.config import StackConfig
@@ -33,7 +33,8 @@ from tests.mocks import deploy_stack
 
 def catalog():
     config = StackConfig.model_validate(
-        {"environment": "qa", "target": {"kind": "local"}, "ports": {"base": 5100, "http": 80, "https": 443}}
+        {"environment": "qa", "target": {"kind": "local"}, "ports": {"base": 5100, "http": 80, "https": 443},
+         "gateway": {"domain": "qa.coderz.example", "acme": {"email": "ops@coderz.example"}}}
     )
     return declare_services(config)
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import gzip
-import io
-import tarfile
 
 import pulumi
 import pytest
@@ -26,12 +22,14 @@ from components.host import HostShell
 from infra.catalog import declare_services
 from infra.config import StackConfig
 from tests.conftest import run
-from tests.mocks import is_secret, plaintext_leaks
+from tests.mocks import gateway_installed_files as installed, is_secret, plaintext_leaks
 
 
 def catalog(**ports):
+    # An https port is only valid with a certificate (StackConfig refuses one that serves nothing).
+    gateway = {"tls": {"certificate": "-----BEGIN CERTIFICATE-----\nC\n-----END CERTIFICATE-----"}} if "https" in ports else {}
     config = StackConfig.model_validate(
-        {"environment": "qa", "target": {"kind": "local"}, "ports": {"base": 5100, "http": 80, **ports}}
+        {"environment": "qa", "target": {"kind": "local"}, "ports": {"base": 5100, "http": 80, **ports}, "gateway": gateway}
     )
     return declare_services(config)
 
@@ -42,13 +40,6 @@ def gateway_args(provider, **changes) -> GatewayArgs:
                   redis_password=pulumi.Output.secret("REDIS-SECRET"))
     fields.update(changes)
     return GatewayArgs(**fields)
-
-
-def installed(command) -> dict[str, tuple[str, int]]:
-    """The files the config command installs: absolute path -> (text, mode), from its stdin."""
-    archive = gzip.decompress(base64.b64decode(command.plain["stdin"]))
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        return {f"{ROOT}/{m.name}": (tar.extractfile(m).read().decode(), m.mode) for m in tar.getmembers()}
 
 
 def test_gateway_installs_its_config_and_lua_in_place_and_publishes_http_only(monitor, provider):

@@ -22,7 +22,10 @@ def raw_config(stack: str = "qa", **overrides) -> dict:
 def stack_text(environment: str, host: str | None, base: int, http: int, https: int | None = None) -> str:
     target = {"kind": "ssh", "host": host} if host else {"kind": "local"}
     ports = {"base": base, "http": http, **({"https": https} if https else {})}
-    return json.dumps({"config": {"coderz:environment": environment, "coderz:target": target, "coderz:ports": ports}})
+    config = {"coderz:environment": environment, "coderz:target": target, "coderz:ports": ports}
+    if https:  # something must serve it: a certificate by ACME
+        config["coderz:gateway"] = {"domain": "a.coderz.example", "acme": {"email": "ops@coderz.example"}}
+    return json.dumps({"config": config})
 
 
 # --- names and kinds ---------------------------------------------------------------------------
@@ -73,7 +76,7 @@ def sf(name: str, text: str, tmp_path: Path) -> StackFile:
     (stack_text("qa", "qa.coderz.example", 5150, 8080),
      "Pulumi.b.yaml: coderz:ports.base: loopback block 5150-5249 overlaps Pulumi.a.yaml's block 5100-5199 "
      "on host ssh://qa.coderz.example:22"),
-    (stack_text("qa", "QA.coderz.example.", 5300, 80),
+    (stack_text("qa", "QA.coderz.example", 5300, 80),
      "Pulumi.b.yaml: coderz:ports.http: public port 80 is also Pulumi.a.yaml's coderz:ports.http "
      "on host ssh://qa.coderz.example:22"),
     (stack_text("qa", "qa.coderz.example", 5300, 5132),

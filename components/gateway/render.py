@@ -81,7 +81,7 @@ class GatewayRender(Frozen):
     hsts_max_age_s: int = Field(default=31_536_000, ge=0)
 
     rate_limit_rps: int = Field(default=20, ge=1)
-    rate_limit_burst: int = Field(default=40, ge=0)
+    rate_limit_burst: int = Field(default=40, ge=1)  # nginx: "invalid burst value" for 0
     client_max_body_mb: int = Field(default=10, ge=1, le=1024)
     proxy_connect_timeout_s: int = Field(default=3, ge=1, le=60)
     cache_max_body_bytes: int = Field(default=1_048_576, ge=1, le=64 * 1_048_576)

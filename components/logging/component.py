@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from components.container import ConfigFile, ContainerService, ContainerServiceArgs, Placement, VolumeMount, retained
 from components.logging import render
-from components.logging.settings import LoggingConfig
+from components.logging.settings import LOGSTASH_HEAP_MB, LoggingConfig
 from components.spec import Catalog, ServiceSpec
 
 LOKI_SERVICES = ("loki", "promtail")
@@ -191,7 +191,7 @@ class Logging(pulumi.ComponentResource):
             depends_on=(es.name,),
             envs=[
                 f"ES_URL={self.elasticsearch_url}",
-                "LS_JAVA_OPTS=-Xms256m -Xmx256m",
+                f"LS_JAVA_OPTS=-Xms{LOGSTASH_HEAP_MB}m -Xmx{LOGSTASH_HEAP_MB}m",
                 "XPACK_MONITORING_ENABLED=false",
                 "PIPELINE_WORKERS=1",
             ],

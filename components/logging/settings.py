@@ -7,6 +7,8 @@ from pydantic import Field
 
 from components.spec import Frozen
 
+LOGSTASH_HEAP_MB = 256  # Logstash's JVM heap (LS_JAVA_OPTS); its container needs 1.5x that
+
 
 class LokiConfig(Frozen):
     enabled: bool = True

@@ -3,23 +3,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import Field
 
 from components.spec import Frozen
-
-EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+from components.validators import EmailAddress, HostName
 
 
 class SmtpConfig(Frozen):
     """Where alerts are mailed; the password is the secret `smtpPassword`."""
 
-    host: str
+    host: HostName
     port: int = Field(default=587, ge=1, le=65535)
     user: str | None = None
-    from_address: str = Field(pattern=EMAIL)
-    to: tuple[Annotated[str, Field(pattern=EMAIL)], ...] = Field(min_length=1)
+    from_address: EmailAddress
+    to: tuple[EmailAddress, ...] = Field(min_length=1)
     starttls: bool = True
 
 
