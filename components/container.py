@@ -121,9 +121,8 @@ class ContainerService(pulumi.ComponentResource):
         ports += public_port_bindings(spec)
 
         containers = []
-        for index in range(1, spec.replicas + 1):
-            suffix = "" if spec.replicas == 1 else f"-{index}"
-            container_name = f"{args.placement.prefix}-{spec.name}{suffix}"
+        for container_name in container_names(args.placement.prefix, spec):
+            suffix = container_name.removeprefix(f"{args.placement.prefix}-{spec.name}")
             containers.append(
                 docker.Container(
                     f"{name}{suffix}",
@@ -183,6 +182,13 @@ class ContainerService(pulumi.ComponentResource):
         self.image_id = image.image_id
         self.container_names = pulumi.Output.all(*[c.name for c in containers])
         self.register_outputs({"image_id": self.image_id, "container_names": self.container_names})
+
+
+def container_names(prefix: str, spec: ServiceSpec) -> list[str]:
+    """The Docker names of a service's replicas: `<prefix>-<service>`, `-1`, `-2`... when scaled."""
+    if spec.replicas == 1:
+        return [f"{prefix}-{spec.name}"]
+    return [f"{prefix}-{spec.name}-{index}" for index in range(1, spec.replicas + 1)]
 
 
 def public_port_bindings(spec: ServiceSpec) -> list[docker.ContainerPortArgs]:

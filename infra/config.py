@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 from components.host import TargetConfig
 from components.logging.settings import LoggingConfig
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
+from components.prefect.settings import PrefectConfig
 from components.spec import Frozen, Limits, PinnedImage
 from components.yamltext import load_yaml
 
@@ -88,6 +89,7 @@ class StackConfig(Frozen):
     redis: RedisConfig = RedisConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     logging: LoggingConfig = LoggingConfig()
+    prefect: PrefectConfig = PrefectConfig()
     smtp: SmtpConfig | None = None
     # Per-service overrides of the limits declared in the catalog, by service name.
     limits: dict[str, Limits] = {}

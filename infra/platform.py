@@ -12,12 +12,14 @@ from components.gateway.component import Gateway, GatewayArgs, GatewayTls
 from components.host import DockerHost, DockerHostArgs
 from components.logging.component import Logging, LoggingArgs
 from components.monitoring.component import Monitoring, MonitoringArgs
+from components.prefect.component import Prefect, PrefectArgs
 from components.postgres import Postgres, PostgresArgs, database_name
 from components.redis import Redis, RedisArgs
 from components.spec import Catalog
 from infra.catalog import PYAPI_SOURCE, declare_services
 from infra.config import Stack
 from infra.services_logging import GATEWAY_INDEX_PATTERN
+from infra.services_orchestration import FLOWS_SOURCE
 
 API_FLAVOURS = {"dotnet-api": "dotnet", "python-api": "python"}
 
@@ -31,8 +33,11 @@ def relax_garbage_collection() -> None:
 
 
 def postgres_clients(catalog: Catalog) -> tuple[str, ...]:
-    """Every application that depends on PostgreSQL gets its own role and database."""
-    return tuple(s.name for s in catalog.services if s.tier == "app" and "postgres" in s.depends_on)
+    """Every application that depends on PostgreSQL, and every service declared a client,
+    gets its own role and database."""
+    return tuple(
+        s.name for s in catalog.services if (s.tier == "app" or s.postgres_client) and "postgres" in s.depends_on
+    )
 
 
 def build(stack: Stack) -> dict[str, pulumi.Input]:
@@ -149,6 +154,35 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             grafana_url=monitoring.grafana_url,
             grafana_admin_password=monitoring.grafana_admin_password,
             scrape_jobs=monitoring.scrape_jobs,
+        )
+
+    if config.prefect.enabled:
+        server = catalog.get("prefect-server")
+        prefect = Prefect(
+            "prefect",
+            PrefectArgs(
+                catalog=catalog,
+                config=config.prefect,
+                database=Database(
+                    host="postgres",
+                    port=catalog.get("postgres").port,
+                    name=database_name(server.name),
+                    password=postgres.passwords[server.name],
+                ),
+                flows_source=FLOWS_SOURCE,
+                keeps_data=config.keeps_data,
+                thresholds=config.monitoring.thresholds if config.monitoring.enabled else None,
+                smtp=config.smtp,
+                smtp_password=stack.secrets.smtp_password,
+                # the server creates its schema on start: its role and database must exist
+                depends_on=[postgres.apply_roles],
+                **shared,
+            ),
+        )
+        outputs.update(
+            prefect_ui_path=prefect.ui_path,
+            prefect_auth_string=prefect.auth_string,
+            prefect_deployments=prefect.deployments,
         )
     return outputs
 

@@ -1,0 +1,114 @@
+"""What the flows runner is given, derived from the declarations: the one flows config file
+(health probes of every declared service, Prometheus and Alertmanager, thresholds, SMTP,
+schedules, retention) and the socket proxy's allowlist of Docker API calls.
+
+No password is ever written here: the runner reads those from secret environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from components.container import container_names
+from components.monitoring.settings import AlertThresholds, SmtpConfig
+from components.prefect.settings import PrefectConfig
+from components.spec import Catalog, Frozen, ServiceSpec
+
+CONFIG_PATH = "/etc/coderz/flows.json"
+STATE_DIR = "/var/lib/coderz-flows"
+STACK_LABEL = "coderz.stack"
+
+# How a health check names its endpoint: a URL on the container's loopback (wget, Python),
+# or bash's /dev/tcp with a request line. Anything else is probed as a TCP port.
+_URL = re.compile(r"http://127\.0\.0\.1:(\d+)(/[^'\"\s]*)")
+_BASH_PORT = re.compile(r"/dev/tcp/127\.0\.0\.1/(\d+)")
+_BASH_PATH = re.compile(r"GET (/\S*) HTTP")
+
+# The Docker API calls of flows/docker_api.py, per HTTP method, optionally version-prefixed;
+# anything else (create, exec, volumes, networks, other methods) is refused by the proxy.
+_VERSION = r"(/v[0-9]+\.[0-9]+)?"
+DOCKER_ALLOW = {
+    "GET": _VERSION + r"/(_ping|containers/json|containers/[a-zA-Z0-9_.-]+/json)",
+    "POST": _VERSION + r"/(containers|images)/prune",
+}
+
+
+class KubernetesApi(Frozen):
+    """Where k8s-health reads the cluster (the token is a secret env var of the runner)."""
+
+    url: str
+    ca_file: str | None = None
+    insecure: bool = False
+
+
+def probe(spec: ServiceSpec) -> dict[str, Any]:
+    """The service's health endpoint, reached from another container: its health check's URL
+    with the service's host instead of 127.0.0.1; TCP on its port where the check is no HTTP."""
+    text = " ".join(spec.health.test)
+    url, bash_port, bash_path = _URL.search(text), _BASH_PORT.search(text), _BASH_PATH.search(text)
+    if url:
+        return {"kind": "http", "port": int(url.group(1)), "path": url.group(2)}
+    if bash_port and bash_path:
+        return {"kind": "http", "port": int(bash_port.group(1)), "path": bash_path.group(1)}
+    return {"kind": "tcp", "port": spec.port}
+
+
+def probes(catalog: Catalog, prefix: str) -> list[dict[str, Any]]:
+    """One probe per container of every declared service (replicas by their own names)."""
+    return [
+        {"service": spec.name, "container": name, "host": name, **probe(spec)}
+        for spec in catalog.services
+        for name in container_names(prefix, spec)
+    ]
+
+
+def socket_proxy_flags(client: str) -> list[str]:
+    """wollomatic/socket-proxy's command line: only `client` (the runner) may connect."""
+    return [
+        "-listenip=0.0.0.0",
+        f"-allowfrom={client}",
+        "-allowhealthcheck",
+        "-shutdowngracetime=5",
+        "-watchdoginterval=600",
+        *[f"-allow{method}={pattern}" for method, pattern in DOCKER_ALLOW.items()],
+    ]
+
+
+def render_flows_config(
+    catalog: Catalog,
+    *,
+    prefix: str,
+    prefect: PrefectConfig,
+    thresholds: AlertThresholds | None,
+    smtp: SmtpConfig | None,
+    docker_url: str,
+    backup_metric: str | None = None,
+    kubernetes: KubernetesApi | None = None,
+    state_dir: str = STATE_DIR,
+) -> str:
+    """flows.json: everything the flows know about the stack, from the same declarations."""
+
+    def url(service: str) -> str | None:
+        return f"http://{service}:{catalog.get(service).port}" if service in catalog else None
+
+    document = {
+        "stack": prefix,
+        "schedules": prefect.flows.effective(),
+        "probes": probes(catalog, prefix),
+        "prometheus_url": url("prometheus"),
+        "alertmanager_url": url("alertmanager"),
+        "thresholds": thresholds.model_dump() if thresholds is not None else {},
+        "backup_metric": backup_metric,
+        "smtp": None if smtp is None else {
+            "host": smtp.host, "port": smtp.port, "user": smtp.user, "from_address": smtp.from_address,
+            "to": list(smtp.to), "starttls": smtp.starttls,
+        },
+        "docker_url": docker_url,
+        "kubernetes": kubernetes.model_dump() if kubernetes is not None else None,
+        "state_dir": state_dir,
+        "log_retention_days": prefect.log_retention_days,
+        "probe_timeout_s": prefect.probe_timeout_s,
+    }
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
