@@ -45,7 +45,7 @@ def test_gateway_uploads_its_config_and_lua_and_publishes_http_only(monitor, pro
     files = uploads_of(container)
     assert set(files) == {CONF_PATH, *(f"{LUA_DIR}/{name}" for name in lua_files())}
     conf = files[CONF_PATH]
-    for prefix in ("/api/python/", "/api/dotnet/", "/grafana/"):
+    for prefix in ("/api/python/", "/api/dotnet/", "/grafana/", "/prefect/"):
         assert f"location {prefix} " in conf
     assert "REDIS-SECRET" not in conf and f"env {REDIS_PASSWORD_ENV};" in conf
     assert container.plain["ports"] == [{"internal": 8080, "external": 80}]
@@ -58,7 +58,7 @@ def test_gateway_uploads_its_config_and_lua_and_publishes_http_only(monitor, pro
         def check(values):
             url, routes = values
             assert url == "http://localhost"
-            assert routes == ["/api/dotnet/", "/api/python/", "/grafana/"]
+            assert routes == ["/api/dotnet/", "/api/python/", "/grafana/", "/prefect/"]
         return pulumi.Output.all(gateway.url, gateway.routes).apply(check)
 
     outputs()
