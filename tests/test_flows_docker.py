@@ -10,11 +10,13 @@ the proxy's allowlist lets through.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 
 import pytest
 
+from components.prefect.render import DOCKER_ALLOW
 from flows.docker_api import DockerApi
 from tests.flows_support import DOCKER_SOCKET, busybox_image, checks_of, docker, require_docker, write_config
 
@@ -127,6 +129,17 @@ def test_weekly_cleanup_prunes_only_this_stacks_stopped_containers_dangling_imag
     assert f"removed {len(not_running)} stopped container(s)" in checks_of(state)["containers"]["detail"]
 
 
-def test_the_docker_client_sees_only_its_stack(image):
-    api = DockerApi(f"unix://{DOCKER_SOCKET}", f"coderz-flowtest-empty-{RUN}")
+def test_every_call_the_flows_make_is_one_the_socket_proxy_allows(image):
+    """Each Docker API call of the flows' client, made for real, matches the proxy's allowlist
+    for its method (the proxy answers 403 to anything else)."""
+    lonely = f"coderz-flowtest-lonely-{RUN}"
+    api = DockerApi(f"unix://{DOCKER_SOCKET}", lonely)
     assert api.containers() == []
+    created = container(image, lonely, "stopped", "true", start=False)
+    (listed,) = api.containers()
+    assert api.inspect(listed["Id"])["Id"] == created
+    assert api.prune_containers()["ContainersDeleted"] == [created]
+    api.prune_images()
+    assert {method for method, _ in api.calls} == {"GET", "POST"}
+    for method, path in api.calls:
+        assert re.fullmatch(DOCKER_ALLOW[method], path), (method, path)
