@@ -1,5 +1,6 @@
-"""The few Docker Engine API calls the flows make, and nothing else: the socket proxy in
-front of the daemon allows exactly these (components/prefect/socket_proxy.py).
+"""The few Docker Engine API calls the flows make: container list, inspect and prune, image
+prune. The socket proxy in front of the daemon lets only these API sections through
+(components/prefect/render.py).
 
 Every call is scoped by the stack's label (`coderz.stack=<prefix>`), so a flow never sees or
 touches another stack's containers or images, and never volumes.
@@ -23,7 +24,7 @@ class DockerApi:
         else:
             self._client = httpx.Client(base_url=url.replace("tcp://", "http://").rstrip("/"), timeout=timeout)
         self.stack = stack
-        self.calls: list[tuple[str, str]] = []  # (method, path) of every request, for the proxy's allowlist test
+        self.calls: list[tuple[str, str]] = []  # (method, path) of every request, checked against the proxy's rules in a test
 
     def _request(self, method: str, path: str, filters: dict[str, list[str]], **params: str) -> Any:
         self.calls.append((method, path))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from components.prefect.settings import PREFECT_IMAGE, SOCKET_PROXY_IMAGE
 from components.spec import HealthCheck, Limits, Route, ServiceSpec
-from infra.catalog import REPO_ROOT, loopback_port, source_digest
+from infra.catalog import REPO_ROOT, http_check, loopback_port, source_digest
 from infra.config import PROJECT, StackConfig
 
 FLOWS_SOURCE = REPO_ROOT / "flows"
@@ -54,9 +54,9 @@ def orchestration_services(config: StackConfig) -> list[ServiceSpec]:
             image=SOCKET_PROXY_IMAGE,
             port=SOCKET_PROXY_PORT,
             tier="orchestration",
-            description="Docker socket proxy: only the calls the flows make",
-            # The image is FROM scratch; it ships this probe for `-allowhealthcheck`.
-            health=HealthCheck(test=("CMD", "/healthcheck")),
+            description="Docker socket proxy: only the API sections the flows use",
+            # /_ping goes through to the daemon: healthy means the socket answers too.
+            health=http_check(SOCKET_PROXY_PORT, "/_ping"),
             limits=Limits(memory_mb=32, cpus=0.1),
         ),
         ServiceSpec(

@@ -106,22 +106,23 @@ def test_the_runner_is_built_from_flows_and_reads_one_rendered_file_without_secr
         {"containerPath": STATE_DIR, "volumeName": "coderz-prod-flows-state", "readOnly": False}]
 
 
-def test_only_the_socket_proxy_sees_the_docker_socket_and_it_allows_only_the_flows_calls():
+def test_only_the_socket_proxy_sees_the_docker_socket_and_only_the_flows_sections_are_on():
     proxy = container("prod", "docker-proxy")
     monitor, _ = deployed()
     image = [r for r in monitor.of_type("RemoteImage") if r.name == "prefect-docker-proxy-image"][0]
     assert image.plain["name"] == SOCKET_PROXY_IMAGE
     assert proxy.plain["volumes"] == [
         {"containerPath": "/var/run/docker.sock", "hostPath": "/var/run/docker.sock", "readOnly": True}]
-    flags = proxy.plain["command"]
-    assert "-allowfrom=flows-runner" in flags and "-allowhealthcheck" in flags
-    assert {f.split("=", 1)[0] for f in flags if f.startswith("-allow") and f[6:9].isupper()} == {"-allowGET", "-allowPOST"}
+    env = env_of(proxy)
+    assert {k for k, v in env.items() if v == "1"} == {"CONTAINERS", "IMAGES", "POST", "PING"}
+    # the sections the image turns on by default are turned off
+    assert env["EVENTS"] == env["VERSION"] == env["VOLUMES"] == env["EXEC"] == env["NETWORKS"] == "0"
     for service in ("flows-runner", "prefect-server"):  # never the raw socket, nor any host path
         assert not [v for v in container("prod", service).plain.get("volumes") or [] if "hostPath" in v]
     allowed = {m: re.compile(p) for m, p in DOCKER_ALLOW.items()}
-    for method, path in [("POST", "/containers/create"), ("POST", "/v1.41/containers/abc/exec"),
-                         ("POST", "/volumes/prune"), ("GET", "/volumes"), ("POST", "/containers/abc/start"),
-                         ("GET", "/containers/abc/archive"), ("POST", "/networks/prune"), ("POST", "/build")]:
+    for method, path in [("POST", "/v1.41/exec/abc/start"), ("POST", "/volumes/prune"), ("GET", "/volumes"),
+                         ("GET", "/info"), ("GET", "/events"), ("POST", "/networks/prune"), ("POST", "/build"),
+                         ("DELETE", "/volumes/data"), ("POST", "/swarm/init")]:
         assert method not in allowed or not allowed[method].fullmatch(path), (method, path)
 
 

@@ -109,9 +109,7 @@ class Prefect(pulumi.ComponentResource):
             ContainerServiceArgs(
                 spec=proxy_spec,
                 placement=args.placement,
-                command=render.socket_proxy_flags(client=runner_spec.name),
-                # the daemon's socket is root's; the proxy only reads it, the runner never sees it
-                user="0:0",
+                envs=render.socket_proxy_env(),
                 volumes=[VolumeMount(container_path=DOCKER_SOCKET, host_path=DOCKER_SOCKET, read_only=True)],
             ),
             opts=child,

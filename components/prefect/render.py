@@ -26,12 +26,21 @@ _URL = re.compile(r"http://127\.0\.0\.1:(\d+)(/[^'\"\s]*)")
 _BASH_PORT = re.compile(r"/dev/tcp/127\.0\.0\.1/(\d+)")
 _BASH_PATH = re.compile(r"GET (/\S*) HTTP")
 
-# The Docker API calls of flows/docker_api.py, per HTTP method, optionally version-prefixed;
-# anything else (create, exec, volumes, networks, other methods) is refused by the proxy.
-_VERSION = r"(/v[0-9]+\.[0-9]+)?"
+# The Docker API sections the flows use (flows/docker_api.py): container list/inspect/prune and
+# image prune. The proxy refuses every other section (volumes, networks, exec, build, ...), and
+# every method but GET/HEAD unless POST is on. POST is needed for the two prunes; it also opens
+# POST on these two sections (create, start, ...): the proxy answers the runner alone, on the
+# stack's private network.
+SOCKET_PROXY_SECTIONS = {"CONTAINERS": "1", "IMAGES": "1", "POST": "1", "PING": "1"}
+# Sections on by default in the image that the flows do not use.
+SOCKET_PROXY_OFF = ("EVENTS", "VERSION", "INFO", "NETWORKS", "VOLUMES", "EXEC", "BUILD", "SYSTEM", "AUTH",
+                    "SECRETS", "SERVICES", "TASKS", "NODES", "SWARM", "PLUGINS", "DISTRIBUTION", "COMMIT",
+                    "CONFIGS", "SESSION", "ALLOW_START", "ALLOW_STOP", "ALLOW_RESTARTS")
+_VERSION = r"(/v[0-9.]+)?"
+# What the proxy lets through, as its rules read (section prefix, allowed methods).
 DOCKER_ALLOW = {
-    "GET": _VERSION + r"/(_ping|containers/json|containers/[a-zA-Z0-9_.-]+/json)",
-    "POST": _VERSION + r"/(containers|images)/prune",
+    "GET": _VERSION + r"/(_ping|containers|images)(/.*)?",
+    "POST": _VERSION + r"/(containers|images)(/.*)?",
 }
 
 
@@ -64,16 +73,9 @@ def probes(catalog: Catalog, prefix: str) -> list[dict[str, Any]]:
     ]
 
 
-def socket_proxy_flags(client: str) -> list[str]:
-    """wollomatic/socket-proxy's command line: only `client` (the runner) may connect."""
-    return [
-        "-listenip=0.0.0.0",
-        f"-allowfrom={client}",
-        "-allowhealthcheck",
-        "-shutdowngracetime=5",
-        "-watchdoginterval=600",
-        *[f"-allow{method}={pattern}" for method, pattern in DOCKER_ALLOW.items()],
-    ]
+def socket_proxy_env() -> list[str]:
+    """tecnativa/docker-socket-proxy's switches: the flows' sections on, every other one off."""
+    return [f"{k}={v}" for k, v in SOCKET_PROXY_SECTIONS.items()] + [f"{k}=0" for k in SOCKET_PROXY_OFF]
 
 
 def render_flows_config(

@@ -16,8 +16,8 @@ from components.spec import Frozen
 
 # The server's image; flows/Dockerfile builds the runner FROM the same one (a test keeps them equal).
 PREFECT_IMAGE = "prefecthq/prefect:3.9.1-python3.12"
-# A socket proxy with an allowlist per HTTP method: the flows' few calls and nothing else.
-SOCKET_PROXY_IMAGE = "wollomatic/socket-proxy:1.10.0"
+# HAProxy in front of the Docker socket, one switch per API section (alpine: wget for the check).
+SOCKET_PROXY_IMAGE = "tecnativa/docker-socket-proxy:0.3.0"
 
 # The deployment names the flows runner serves (flows/registry.py maps each to its flow).
 DEFAULT_SCHEDULES: dict[str, str] = {
