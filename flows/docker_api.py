@@ -24,7 +24,8 @@ class DockerApi:
         else:
             self._client = httpx.Client(base_url=url.replace("tcp://", "http://").rstrip("/"), timeout=timeout)
         self.stack = stack
-        self.calls: list[tuple[str, str]] = []  # (method, path) of every request, checked against the proxy's rules in a test
+        # (method, path) of every request: a test checks each against the proxy's rules
+        self.calls: list[tuple[str, str]] = []
 
     def _request(self, method: str, path: str, filters: dict[str, list[str]], **params: str) -> Any:
         self.calls.append((method, path))
