@@ -36,19 +36,20 @@ def threshold_alerts():
     config = load_config()
     if config.prometheus_url is None:
         return finish(STATE, config, [Check("prometheus", True, "not deployed on this stack (monitoring off)")])
-    checks, breaches = [], {}
+    checks, breaches, unanswered = [], {}, False
     for name, (expression, meaning) in rules(config).items():
         try:
             series = prometheus.query(config.prometheus_url, expression)
         except prometheus.Unreachable as exc:
             checks.append(Check(name, False, str(exc)))
+            unanswered = True
             continue
         for labels, value in series:
             where = labels.get("instance", "")
             breaches[f"{name} {where}".strip()] = f"{meaning}: {value:.1f}"
         checks.append(Check(name, not series, f"{meaning} on {len(series)} series" if series else "within threshold"))
-    if any(not c.ok and "did not answer" in c.detail for c in checks):
-        # Prometheus is away: keep the last state rather than mail every breach as cleared.
+    if unanswered:
+        # Without every answer, keep the last state rather than mail open breaches as cleared.
         return finish(STATE, config, checks)
     started, cleared, since = state.transitions(config, STATE, breaches)
     for key, detail in started.items():
