@@ -62,7 +62,7 @@ def test_the_runner_serves_the_seven_deployments_on_the_reference_schedules(pref
     health_port = free_port()
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "CODERZ_FLOWS_CONFIG": str(config),
            "PREFECT_RUNNER_SERVER_ENABLE": "true", "PREFECT_RUNNER_SERVER_HOST": "127.0.0.1",
-           "PREFECT_RUNNER_SERVER_PORT": str(health_port)}
+           "PREFECT_RUNNER_SERVER_PORT": str(health_port), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = open(tmp_path / "runner.log", "wb")
     runner = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=REPO, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
@@ -73,6 +73,8 @@ def test_the_runner_serves_the_seven_deployments_on_the_reference_schedules(pref
             found = read_deployments()
             healthy = healthy or _answers(health_port)
             time.sleep(0.5)
+        # A run of a served deployment, executed by the runner as a schedule would start it.
+        run = run_deployment("k8s-health/k8s-health", timeout=90) if len(found) == 7 else None
     finally:
         runner.terminate()
         runner.wait(15)
@@ -82,6 +84,16 @@ def test_the_runner_serves_the_seven_deployments_on_the_reference_schedules(pref
         name: [(cron, "UTC", True)] for name, cron in REFERENCE_SCHEDULES.items()}
     assert {name: d["flow"] for name, d in found.items()} == {name: name for name in REFERENCE_SCHEDULES}
     assert not any(d["paused"] for d in found.values())
+    assert run is not None and run.state.is_completed(), run and run.state
+    assert run.state.message == "1 of 1 checks passed"
+    # the runner ran it against the rendered file: its state volume got the run's log line
+    assert "1 of 1 checks passed" in next((tmp_path / "state" / "logs").glob("k8s-health-*.log")).read_text()
+
+
+def run_deployment(name: str, timeout: float):
+    from prefect.deployments import run_deployment as run
+
+    return run(name, timeout=timeout)
 
 
 def _answers(port: int) -> bool:

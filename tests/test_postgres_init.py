@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -285,6 +286,13 @@ def started_with(data: Path, command: list[str]) -> Iterator[int]:
     argv = [require_tool("postgres"), *command[1:], "-D", str(data), "-p", str(port), "-k", str(data.parent),
             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
     with process(_as_postgres_user(argv), port=port, log=data.parent / f"postgres-{port}.log"):
+        # The port opens while the server is still starting up (it refuses logins then):
+        # wait, bounded, until it accepts connections.
+        ready = [require_tool("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
+        for _ in range(100):
+            if subprocess.run(ready, check=False).returncode == 0:
+                break
+            time.sleep(0.1)
         try:
             yield port
         finally:
