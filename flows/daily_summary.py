@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+import httpx
 from prefect import flow
 
 from flows import mail, prometheus, state
@@ -36,12 +37,27 @@ def prometheus_lines(config: FlowsConfig, checks: list[Check]) -> list[str]:
     return lines
 
 
+def alertmanager_lines(config: FlowsConfig, checks: list[Check]) -> list[str]:
+    """The alerts Alertmanager holds active right now (fired, not silenced)."""
+    if config.alertmanager_url is None:
+        return []
+    url = f"{config.alertmanager_url.rstrip('/')}/api/v2/alerts"
+    try:
+        response = httpx.get(url, params={"active": "true", "silenced": "false"}, timeout=10)
+        response.raise_for_status()
+        names = sorted({alert["labels"].get("alertname", "?") for alert in response.json()})
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        checks.append(Check("alertmanager", False, f"Alertmanager at {config.alertmanager_url} did not answer: {exc}"))
+        return [f"Alertmanager: did not answer ({exc})"]
+    return ["Alerts active now: " + (", ".join(names) or "none")]
+
+
 @flow(name="daily-summary")
 def daily_summary():
     config = load_config()
     checks: list[Check] = []
     events = state.events_since(config, WINDOW)
-    lines = prometheus_lines(config, checks)
+    lines = prometheus_lines(config, checks) + alertmanager_lines(config, checks)
     for kind, title in SECTIONS.items():
         details = Counter(e["detail"] for e in events if e["kind"] == kind)
         lines.append(f"\n{title}: {sum(details.values()) or 'none'}")

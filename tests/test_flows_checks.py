@@ -1,7 +1,8 @@
 """system-health, threshold-alerts, services-health, k8s-health and daily-summary run by a real
 Prefect server (the test harness), reading a real Prometheus that scrapes a real node
 exporter, mailing a real SMTP sink (aiosmtpd) with login. k8s-health's "deployed" path reads a
-fake Kubernetes API on 127.0.0.1 (no k3s here): it proves the client and the parsing only."""
+fake Kubernetes API on 127.0.0.1 (no k3s here): it proves the client and the parsing only.
+daily-summary also reads the alerts a real Alertmanager holds."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import shutil
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +23,7 @@ from components.monitoring import render as monitoring_render
 from flows.prometheus import HOST_EXPRESSIONS
 from tests.flows_support import checks_of, write_config
 from tests.servers import free_port, process, require_tool, scratch_dir
-from tests.test_alert_email import smtp_sink
+from tests.test_alert_email import alertmanager, post_alert, smtp_sink
 from tests.test_monitoring_render import wait_for_series
 
 SMTP_USER, SMTP_PASSWORD = "flows", "flows-secret-password"
@@ -286,13 +287,23 @@ def test_k8s_health_reads_nodes_and_deployments_through_the_api(prefect_api, tmp
 
 # --- daily-summary ------------------------------------------------------------------------
 
-def test_daily_summary_mails_the_last_day(prefect_api, prometheus_url, sink, tmp_path, monkeypatch):
+@pytest.fixture
+def exits():
+    """Context managers a test enters, left when it ends."""
+    with ExitStack() as stack:
+        yield stack
+
+
+def test_daily_summary_mails_the_last_day(prefect_api, prometheus_url, sink, exits, tmp_path, monkeypatch):
     from flows import state as flow_state
     from flows.config import load_config
     from flows.daily_summary import daily_summary
 
     smtp, messages, _ = sink
+    am_port = exits.enter_context(alertmanager(monitoring_render.render_alertmanager_config(None, group_wait_s=1)))
+    post_alert(am_port)
     write_config(tmp_path, monkeypatch, prometheus_url=prometheus_url, smtp=smtp,
+                 alertmanager_url=f"http://127.0.0.1:{am_port}",
                  backup_metric="coderz_backup_last_success_timestamp_seconds")
     config = load_config()
     old = {"at": "2020-01-01T00:00:00+00:00", "kind": "restart", "detail": "ancient restart"}
@@ -309,7 +320,12 @@ def test_daily_summary_mails_the_last_day(prefect_api, prometheus_url, sink, tmp
     assert subjects(messages) == ["[coderz-flows-test] daily summary (last 24 h)"]
     body = email.message_from_bytes(messages[0].original_content, policy=email.policy.default).get_content().replace("\r\n", "\n")
     assert "Prometheus alerts fired: none" in body and "Last good backup: none recorded" in body
+    assert "Alerts active now: GatewayHighErrorRate" in body  # from the real Alertmanager
     assert "Threshold breaches: 1\n  host-memory: memory above 1%: 40.0" in body
     assert "Container restarts: 2\n  coderz-x-api restarted 1 time(s) (x2)" in body
     assert "Health failures: 1\n  coderz-x-cache" in body
     assert "ancient" not in body
+
+    write_config(tmp_path, monkeypatch, alertmanager_url=f"http://127.0.0.1:{free_port()}")
+    unanswered = daily_summary(return_state=True)
+    assert unanswered.is_failed() and "did not answer" in checks_of(unanswered)["alertmanager"]["detail"]
