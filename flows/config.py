@@ -22,18 +22,21 @@ class _Model(BaseModel):
 
 
 class Probe(_Model):
-    """One container's health endpoint: an HTTP URL, or a TCP port where the service speaks
-    no HTTP (PostgreSQL, Redis)."""
+    """One container's health endpoint: an HTTP URL, a TCP port where the service speaks no
+    HTTP (PostgreSQL, Redis), or Docker's verdict of its health check where nothing reaches
+    the service over the network."""
 
     service: str
     container: str
-    kind: Literal["http", "tcp"]
+    kind: Literal["http", "tcp", "docker"]
     host: str
-    port: int
+    port: int | None = None
     path: str = "/"
 
     @property
     def target(self) -> str:
+        if self.kind == "docker":
+            return f"docker://{self.container}"
         return f"http://{self.host}:{self.port}{self.path}" if self.kind == "http" else f"tcp://{self.host}:{self.port}"
 
 

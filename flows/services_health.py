@@ -9,14 +9,36 @@ import httpx
 from prefect import flow
 
 from flows import state
-from flows.config import Probe, load_config
+from flows.config import FlowsConfig, Probe, load_config
+from flows.docker_api import DockerApi
 from flows.report import Check, finish
 
 STATE = "services-health"
 
 
+def docker_states(config: FlowsConfig) -> dict[str, str] | str:
+    """This stack's containers by name -> Docker's status line ("Up 3 hours (healthy)"), or
+    why the Docker API did not answer."""
+    try:
+        listed = DockerApi(config.docker_url, config.stack).containers()
+    except (httpx.HTTPError, OSError) as exc:
+        return f"the Docker API at {config.docker_url} did not answer: {exc}"
+    return {name.lstrip("/"): f"{c.get('State', '?')}: {c.get('Status', '')}" for c in listed for name in c["Names"]}
+
+
+def docker_verdict(target: Probe, states: dict[str, str] | str) -> str | None:
+    if isinstance(states, str):
+        return states
+    status = states.get(target.container)
+    if status is None:
+        return "no such container"
+    if not status.startswith("running") or "(unhealthy)" in status:
+        return f"Docker reports {status}"
+    return None
+
+
 def probe(target: Probe, timeout: float) -> str | None:
-    """None when healthy, else why not."""
+    """None when healthy, else why not (a network probe; Docker's verdict is docker_verdict)."""
     try:
         if target.kind == "tcp":
             with socket.create_connection((target.host, target.port), timeout=timeout):
@@ -30,9 +52,13 @@ def probe(target: Probe, timeout: float) -> str | None:
 @flow(name="services-health")
 def services_health():
     config = load_config()
+    states = docker_states(config) if any(t.kind == "docker" for t in config.probes) else {}
     down = {}
     for target in config.probes:
-        problem = probe(target, config.probe_timeout_s)
+        if target.kind == "docker":
+            problem = docker_verdict(target, states)
+        else:
+            problem = probe(target, config.probe_timeout_s)
         if problem:
             down[target.container] = f"{target.target} {problem}"
     started, _, since = state.transitions(config, STATE, down)

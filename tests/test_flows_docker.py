@@ -22,6 +22,7 @@ from tests.flows_support import DOCKER_SOCKET, busybox_image, checks_of, docker,
 
 RUN = uuid.uuid4().hex[:8]
 STACK, OTHER = f"coderz-flowtest-{RUN}", f"coderz-flowtest-other-{RUN}"
+HEALTH_STACK = f"coderz-flowtest-health-{RUN}"
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def image():
     tag = f"coderz-flowtest/busybox:{RUN}"
     busybox_image(tag)
     yield tag
-    for stack in (STACK, OTHER):
+    for stack in (STACK, OTHER, HEALTH_STACK):
         ids = docker("ps", "-aq", "--filter", f"label=coderz.stack={stack}").split()
         if ids:
             docker("rm", "-f", *ids, check=False)
@@ -42,11 +43,12 @@ def image():
     docker("rmi", "-f", tag, check=False)
 
 
-def container(image: str, stack: str, name: str, *argv: str, restart: str = "no", start: bool = True) -> str:
+def container(image: str, stack: str, name: str, *argv: str, restart: str = "no", start: bool = True,
+              options: tuple[str, ...] = ()) -> str:
     verb = "run" if start else "create"
     detach = ["-d"] if start else []
     return docker(verb, *detach, "--name", f"{stack}-{name}", "--label", f"coderz.stack={stack}",
-                  "--network", "none", "--restart", restart, image, *argv)
+                  "--network", "none", "--restart", restart, *options, image, *argv)
 
 
 def restart_count(name: str) -> int:
@@ -127,6 +129,31 @@ def test_weekly_cleanup_prunes_only_this_stacks_stopped_containers_dangling_imag
     assert ours not in images and theirs in images
     assert not old.exists() and recent.exists()
     assert f"removed {len(not_running)} stopped container(s)" in checks_of(state)["containers"]["detail"]
+
+
+def test_services_health_takes_dockers_verdict_where_nothing_reaches_a_service(prefect_api, image, tmp_path,
+                                                                              monkeypatch):
+    from flows.services_health import services_health
+
+    container(image, HEALTH_STACK, "fine", "sleep", "300")
+    container(image, HEALTH_STACK, "exited", "true")
+    container(image, HEALTH_STACK, "sick", "sleep", "300",
+              options=("--health-cmd", "false", "--health-interval", "1s", "--health-retries", "1"))
+    deadline = time.monotonic() + 30
+    while docker("inspect", "-f", "{{.State.Health.Status}}", f"{HEALTH_STACK}-sick") != "unhealthy":
+        assert time.monotonic() < deadline, "Docker never judged the container unhealthy"
+        time.sleep(0.2)
+    probes = [{"service": name, "container": f"{HEALTH_STACK}-{name}", "host": f"{HEALTH_STACK}-{name}",
+               "kind": "docker"} for name in ("fine", "exited", "sick", "missing")]
+    write_config(tmp_path, monkeypatch, stack=HEALTH_STACK, probes=probes)
+    state = services_health(return_state=True)
+    checks = checks_of(state)
+    assert state.is_failed()
+    assert {name.removeprefix(f"{HEALTH_STACK}-"): c["ok"] for name, c in checks.items()} == {
+        "fine": True, "exited": False, "sick": False, "missing": False}
+    assert "Docker reports exited" in checks[f"{HEALTH_STACK}-exited"]["detail"]
+    assert "(unhealthy)" in checks[f"{HEALTH_STACK}-sick"]["detail"]
+    assert "no such container" in checks[f"{HEALTH_STACK}-missing"]["detail"]
 
 
 def test_every_call_the_flows_make_is_one_the_socket_proxy_allows(image):

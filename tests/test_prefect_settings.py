@@ -124,6 +124,9 @@ def test_the_flows_config_is_what_the_runner_reads_and_names_every_container():
     assert probes["coderz-prod-dotnet-api-1"].target == "http://coderz-prod-dotnet-api-1:8080/healthz"
     assert probes["coderz-prod-postgres"].target == "tcp://coderz-prod-postgres:5432"
     assert probes["coderz-prod-prefect-server"].target == "http://coderz-prod-prefect-server:4200/prefect/api/health"
+    # Filebeat serves its health on its own loopback and nothing reaches it: Docker's verdict
+    assert probes["coderz-prod-filebeat"].kind == "docker" and probes["coderz-prod-flows-runner"].kind == "docker"
+    assert {p.service for p in flows.probes if p.kind == "docker"} == {"filebeat", "flows-runner"}
     assert flows.kubernetes is None  # no k3s on any stack yet: k8s-health reports "not deployed"
 
 

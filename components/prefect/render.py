@@ -52,9 +52,13 @@ class KubernetesApi(Frozen):
     insecure: bool = False
 
 
-def probe(spec: ServiceSpec) -> dict[str, Any]:
+def probe(spec: ServiceSpec, *, reached: bool = True) -> dict[str, Any]:
     """The service's health endpoint, reached from another container: its health check's URL
-    with the service's host instead of 127.0.0.1; TCP on its port where the check is no HTTP."""
+    with the service's host instead of 127.0.0.1; TCP on its port where the check is no HTTP.
+    A service nothing reaches over the network (`reached` False) may serve its health on its
+    own loopback (Filebeat does): there the flow reads Docker's verdict of the same check."""
+    if not reached:
+        return {"kind": "docker"}
     text = " ".join(spec.health.test)
     url, bash_port, bash_path = _URL.search(text), _BASH_PORT.search(text), _BASH_PATH.search(text)
     if url:
@@ -64,10 +68,17 @@ def probe(spec: ServiceSpec) -> dict[str, Any]:
     return {"kind": "tcp", "port": spec.port}
 
 
+def reached_over_network(catalog: Catalog, spec: ServiceSpec) -> bool:
+    """Routed, scraped, published, or depended on: something talks to it over the network."""
+    dependents = {d for s in catalog.services for d in s.depends_on}
+    return bool(spec.route or spec.metrics or spec.public_ports or spec.host_port or spec.name in dependents)
+
+
 def probes(catalog: Catalog, prefix: str) -> list[dict[str, Any]]:
     """One probe per container of every declared service (replicas by their own names)."""
     return [
-        {"service": spec.name, "container": name, "host": name, **probe(spec)}
+        {"service": spec.name, "container": name, "host": name,
+         **probe(spec, reached=reached_over_network(catalog, spec))}
         for spec in catalog.services
         for name in container_names(prefix, spec)
     ]
