@@ -54,11 +54,13 @@ class Smtp(_Model):
 
 
 class Kubernetes(_Model):
-    """The k3s API: its URL, and its CA (PEM file) or `insecure` for a self-signed test server."""
+    """The k3s API: a kubeconfig file (k3s.yaml, uploaded as a secret file), or a URL with the
+    bearer token in KUBERNETES_TOKEN and a CA file (`insecure` for a self-signed test server)."""
 
-    url: str
+    url: str | None = None
     ca_file: str | None = None
     insecure: bool = False
+    kubeconfig_file: str | None = None
 
     @property
     def token(self) -> str | None:

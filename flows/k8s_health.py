@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import httpx
+import yaml
 from prefect import flow
 
 from flows.config import load_config
@@ -16,9 +17,10 @@ def k8s_health():
     config = load_config()
     if config.kubernetes is None:
         return finish("k8s-health", config, [Check("kubernetes", True, "not deployed on this stack")])
-    api = KubernetesApi(config.kubernetes)
+    where = config.kubernetes.url or config.kubernetes.kubeconfig_file
     try:
+        api = KubernetesApi(config.kubernetes)
         checks = node_checks(api.nodes()) + deployment_checks(api.deployments())
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
-        checks = [Check("kubernetes", False, f"API at {config.kubernetes.url} did not answer: {exc}")]
+    except (httpx.HTTPError, OSError, ValueError, KeyError, StopIteration, yaml.YAMLError) as exc:
+        checks = [Check("kubernetes", False, f"API at {where} did not answer: {exc.__class__.__name__}: {exc}")]
     return finish("k8s-health", config, checks)

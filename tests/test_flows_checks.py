@@ -6,10 +6,13 @@ daily-summary also reads the alerts a real Alertmanager holds."""
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import json
 import shutil
+import ssl
+import subprocess
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -230,15 +233,16 @@ DEPLOYMENTS = {"items": [
 
 
 @contextmanager
-def fake_kubernetes(token: str) -> Iterator[tuple[int, list[str]]]:
-    """A fake Kubernetes API answering the two reads k8s-health makes, for a bearer token."""
+def fake_kubernetes(token: str | None, tls: ssl.SSLContext | None = None) -> Iterator[tuple[int, list[str]]]:
+    """A fake Kubernetes API answering the two reads k8s-health makes, for a bearer token (or,
+    with `tls` requiring a client certificate, for any client the TLS handshake let in)."""
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             seen.append(self.headers.get("Authorization", ""))
             body = {"/api/v1/nodes": NODES, "/apis/apps/v1/deployments": DEPLOYMENTS}.get(self.path)
-            authorized = self.headers.get("Authorization") == f"Bearer {token}"
+            authorized = token is None or self.headers.get("Authorization") == f"Bearer {token}"
             self.send_response(200 if body and authorized else 401 if not authorized else 404)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -248,6 +252,8 @@ def fake_kubernetes(token: str) -> Iterator[tuple[int, list[str]]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server.server_address[1], seen
@@ -283,6 +289,61 @@ def test_k8s_health_reads_nodes_and_deployments_through_the_api(prefect_api, tmp
     assert checks["deployment kube-system/kube-state-metrics"]["detail"] == "0/1 replicas available"
     assert seen[:2] == ["Bearer k3s-test-token"] * 2
     assert refused.is_failed() and "401" in checks_of(refused)["kubernetes"]["detail"]
+
+
+def certificates(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl."""
+    openssl = require_tool("openssl")
+
+    def run(*argv: str) -> None:
+        subprocess.run([openssl, *argv], check=True, capture_output=True, cwd=folder)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=k3s-test-ca")
+    for name, extra in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}")
+        (folder / f"{name}.ext").write_text(extra + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+    return {p.name: p for p in folder.iterdir()}
+
+
+def kubeconfig(port: int, ca: Path, cert: Path, key: Path) -> str:
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    # the shape k3s writes to /etc/rancher/k3s/k3s.yaml
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "default",
+        "clusters": [{"name": "default", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                                     "certificate-authority-data": b64(ca)}}],
+        "contexts": [{"name": "default", "context": {"cluster": "default", "user": "default"}}],
+        "users": [{"name": "default", "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}],
+    })
+
+
+def test_k8s_health_reads_the_api_with_a_k3s_kubeconfig_over_mutual_tls(prefect_api, tmp_path, monkeypatch):
+    from flows.k8s_health import k8s_health
+
+    files = certificates(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(files["server.crt"], files["server.key"])
+    tls.load_verify_locations(files["ca.crt"])
+    tls.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no answer
+    with fake_kubernetes(None, tls) as (port, seen):
+        config = tmp_path / "k3s.yaml"
+        config.write_text(kubeconfig(port, files["ca.crt"], files["client.crt"], files["client.key"]))
+        write_config(tmp_path, monkeypatch, kubernetes={"kubeconfig_file": str(config)})
+        state = k8s_health(return_state=True)
+        # a kubeconfig naming the client's own certificate as CA: the server is not trusted
+        config.write_text(kubeconfig(port, files["client.crt"], files["client.crt"], files["client.key"]))
+        untrusted = k8s_health(return_state=True)
+    assert state.is_failed() and {n: c["ok"] for n, c in checks_of(state).items()} == {
+        "node k3s-1": True, "node k3s-2": False,
+        "deployment default/coderz-web": True, "deployment kube-system/kube-state-metrics": False}
+    assert len(seen) == 2
+    assert untrusted.is_failed() and "CERTIFICATE_VERIFY_FAILED" in checks_of(untrusted)["kubernetes"]["detail"]
 
 
 # --- daily-summary ------------------------------------------------------------------------

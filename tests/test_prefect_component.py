@@ -157,3 +157,30 @@ def test_dev_publishes_the_ui_on_loopback_when_asked():
     (server,) = [c for c in monitor.of_type("docker:index/container:Container")
                  if c.plain["name"] == "coderz-dev-prefect-server"]
     assert server.plain["ports"] == [{"internal": 4200, "external": 5242, "ip": "127.0.0.1"}]
+
+
+def test_a_k3s_kubeconfig_reaches_the_runner_as_a_secret_file_the_flows_config_names(monitor, provider):
+    from components.api import Database
+    from components.container import Placement
+    from components.prefect import Prefect, PrefectArgs
+    from components.prefect.render import KUBECONFIG_PATH
+    from infra.catalog import declare_services
+    from infra.config import StackConfig
+    from infra.services_orchestration import FLOWS_SOURCE
+    from tests.conftest import run
+
+    kubeconfig = "apiVersion: v1\nusers: [{name: default, user: {client-key-data: SECRET-KEY-DATA}}]\n"
+    config = StackConfig()
+    run(lambda: Prefect("prefect", PrefectArgs(
+        catalog=declare_services(config), config=config.prefect,
+        placement=Placement(prefix="coderz-test", network_name="coderz-test-net", provider=provider),
+        database=Database(host="postgres", port=5432, name="prefect_server", password="DB-SECRET"),
+        flows_source=FLOWS_SOURCE, kubeconfig=kubeconfig)))
+    (runner,) = [c for c in monitor.of_type("docker:index/container:Container")
+                 if c.plain["name"] == "coderz-test-flows-runner"]
+    uploads = {u["file"]: u for u in runner.plain["uploads"]}
+    assert uploads[KUBECONFIG_PATH]["content"] == kubeconfig
+    assert is_secret(runner.inputs["uploads"])  # the engine sees the kubeconfig only as a secret
+    assert FlowsConfig.model_validate_json(uploads["/etc/coderz/flows.json"]["content"]).kubernetes.kubeconfig_file \
+        == KUBECONFIG_PATH
+    assert plaintext_leaks(monitor.registrations, {"SECRET-KEY-DATA", "DB-SECRET"}) == []

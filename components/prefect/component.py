@@ -44,6 +44,9 @@ class PrefectArgs(BaseModel):
     smtp: SmtpConfig | None = None
     smtp_password: InputStr | None = None
     backup_metric: str | None = None
+    # The k3s cluster, when the stack has one: its kubeconfig (k3s.yaml with the host's address,
+    # a secret), or an API URL with a bearer token.
+    kubeconfig: InputStr | None = None
     kubernetes: render.KubernetesApi | None = None
     kubernetes_token: InputStr | None = None
     depends_on: Sequence[pulumi.Resource] = ()
@@ -55,6 +58,8 @@ class PrefectArgs(BaseModel):
             raise ValueError(f"the catalog lacks {', '.join(missing)} (add orchestration_services(config))")
         if self.kubernetes is not None and self.kubernetes_token is None:
             raise ValueError("kubernetes needs kubernetes_token")
+        if self.kubernetes is not None and self.kubeconfig is not None:
+            raise ValueError("give the cluster as kubeconfig or as kubernetes + token, not both")
         if self.smtp is not None and self.smtp.user and self.smtp_password is None:
             raise ValueError("smtp.user needs smtp_password")
         return self
@@ -125,7 +130,8 @@ class Prefect(pulumi.ComponentResource):
             smtp=args.smtp,
             docker_url=f"http://{proxy_spec.name}:{proxy_spec.port}",
             backup_metric=args.backup_metric,
-            kubernetes=args.kubernetes,
+            kubernetes=render.KubernetesApi(kubeconfig_file=render.KUBECONFIG_PATH) if args.kubeconfig is not None
+            else args.kubernetes,
         )
         runner_envs: list[InputStr] = [
             f"CODERZ_FLOWS_CONFIG={render.CONFIG_PATH}",
@@ -146,7 +152,9 @@ class Prefect(pulumi.ComponentResource):
                 placement=args.placement,
                 build_context=args.flows_source,
                 envs=runner_envs,
-                files=[ConfigFile(path=render.CONFIG_PATH, content=flows_config)],
+                files=[ConfigFile(path=render.CONFIG_PATH, content=flows_config)] + (
+                    [ConfigFile(path=render.KUBECONFIG_PATH, content=pulumi.Output.secret(args.kubeconfig))]
+                    if args.kubeconfig is not None else []),
                 volumes=[VolumeMount(container_path=render.STATE_DIR, volume_name=state.name)],
                 depends_on=[self.server, self.proxy],
             ),

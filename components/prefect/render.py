@@ -17,6 +17,7 @@ from components.prefect.settings import PrefectConfig
 from components.spec import Catalog, Frozen, ServiceSpec
 
 CONFIG_PATH = "/etc/coderz/flows.json"
+KUBECONFIG_PATH = "/etc/coderz/kubeconfig"
 STATE_DIR = "/var/lib/coderz-flows"
 STACK_LABEL = "coderz.stack"
 
@@ -45,11 +46,13 @@ DOCKER_ALLOW = {
 
 
 class KubernetesApi(Frozen):
-    """Where k8s-health reads the cluster (the token is a secret env var of the runner)."""
+    """Where k8s-health reads the cluster: a kubeconfig file (uploaded as a secret file), or a
+    URL whose bearer token is a secret env var of the runner."""
 
-    url: str
+    url: str | None = None
     ca_file: str | None = None
     insecure: bool = False
+    kubeconfig_file: str | None = None
 
 
 def probe(spec: ServiceSpec, *, reached: bool = True) -> dict[str, Any]:
