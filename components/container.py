@@ -155,7 +155,7 @@ class ContainerService(pulumi.ComponentResource):
     def _container(self, resource_name: str, args: ContainerServiceArgs, image: docker.RemoteImage, *,
                    index: int | None, opts: pulumi.ResourceOptions) -> docker.Container:
         spec, placement = args.spec, args.placement
-        stable = f"{placement.prefix}-{spec.name}" + ("" if index is None else f"-{index}")
+        stable = replica_name(placement.prefix, spec, index)
         inputs = container_inputs(args, image.image_id, hostname=stable)
         # A rolling replica's name carries a digest of everything else it is made of: any change
         # gives the replacement a name the running container does not hold. Secret inputs (a
@@ -211,7 +211,9 @@ def container_inputs(args: ContainerServiceArgs, image_id: pulumi.Input[str], *,
         networks_advanced=[
             # Every replica of every generation answers to the service name: the gateway's
             # resolver and Prometheus find the new ones and lose the old ones by themselves.
-            docker.ContainerNetworksAdvancedArgs(name=args.placement.network_name, aliases=[spec.name])
+            # the stable replica name too, so a replica is reached by name whatever its generation
+            docker.ContainerNetworksAdvancedArgs(name=args.placement.network_name,
+                                                 aliases=[spec.name] + ([hostname] if spec.rolling else []))
         ],
         ports=ports,
         healthcheck=docker.ContainerHealthcheckArgs(
@@ -234,6 +236,7 @@ def container_inputs(args: ContainerServiceArgs, image_id: pulumi.Input[str], *,
         labels=[
             docker.ContainerLabelArgs(label="coderz.stack", value=args.placement.prefix),
             docker.ContainerLabelArgs(label="coderz.service", value=spec.name),
+            docker.ContainerLabelArgs(label="coderz.replica", value=hostname),
             docker.ContainerLabelArgs(label="coderz.config-digest", value=files_digest),
         ],
         # others depend on it: `pulumi up` moves on (and removes what it replaces) only once
@@ -250,6 +253,20 @@ def spec_digest(resolved: dict[str, object]) -> str:
     """Twelve hex digits of SHA-256 over a container's resolved inputs."""
     text = json.dumps(resolved, sort_keys=True, default=lambda value: vars(value))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def replica_name(prefix: str, spec: ServiceSpec, index: int | None) -> str:
+    """A replica's stable name: `<prefix>-<service>` for a service that does not roll, else
+    `<prefix>-<service>-<index>`. A rolling replica's container name adds a digest per
+    generation; the stable name is its hostname, a network alias and its `coderz.replica` label."""
+    return f"{prefix}-{spec.name}" + ("" if index is None else f"-{index}")
+
+
+def container_names(prefix: str, spec: ServiceSpec) -> list[str]:
+    """The stable names of a service's replicas (what the flows probe and report by)."""
+    if not spec.rolling:
+        return [replica_name(prefix, spec, None)]
+    return [replica_name(prefix, spec, index) for index in range(1, spec.replicas + 1)]
 
 
 def public_port_bindings(spec: ServiceSpec) -> list[docker.ContainerPortArgs]:

@@ -153,6 +153,10 @@ class ServiceSpec(Frozen):
             raise ValueError(f"{self.name} is stateful or binds a host port: it runs one replica")
         return self
 
+    # Gets its own PostgreSQL role and database (as every `app` that depends on postgres does)
+    # though not in the app tier: the Prefect server.
+    postgres_client: bool = False
+
     @property
     def metrics_port(self) -> int | None:
         if self.metrics is None:
@@ -175,6 +179,8 @@ class Catalog(Frozen):
             unknown = [d for d in service.depends_on if d not in names]
             if unknown:
                 raise ValueError(f"{service.name} depends on unknown {', '.join(unknown)}")
+            if service.postgres_client and "postgres" not in service.depends_on:
+                raise ValueError(f"{service.name} is a PostgreSQL client but does not depend on postgres")
         prefixes = [s.route.path_prefix for s in self.services if s.route]
         if len(prefixes) != len(set(prefixes)):
             raise ValueError("two services share one gateway route prefix")

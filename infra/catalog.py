@@ -18,7 +18,8 @@ PYAPI_SOURCE = REPO_ROOT / "apps" / "pyapi"
 
 # Loopback ports are `ports.base + offset`; offsets are fixed so a port names its service
 # on every stack (prod 5032, qa 5132 and dev 5232 are all PostgreSQL).
-LOOPBACK_OFFSETS = {"postgres": 32, "grafana": 30, "kibana": 56, "prometheus": 90, "alertmanager": 93, "k3s": 64}
+LOOPBACK_OFFSETS = {"postgres": 32, "grafana": 30, "prefect-server": 42, "kibana": 56, "prometheus": 90,
+                    "alertmanager": 93, "k3s": 64}
 
 
 def source_digest(folder: Path) -> str:
@@ -135,8 +136,10 @@ def declare_services(config: StackConfig) -> Catalog:
     from infra.services_kubernetes import kubernetes_services
     from infra.services_logging import logging_services
     from infra.services_monitoring import monitoring_services
+    from infra.services_orchestration import orchestration_services
 
-    services += monitoring_services(config) + logging_services(config) + kubernetes_services(config)
+    services += (monitoring_services(config) + logging_services(config) + orchestration_services(config)
+                 + kubernetes_services(config))
     # The limits above are defaults; a stack overrides them by service name (`coderz:limits`).
     services = [
         s.model_copy(update={"limits": config.limits[s.name]}) if s.name in config.limits else s for s in services

@@ -22,6 +22,7 @@ from components.host import TargetConfig
 from components.k3s.settings import K3sConfig
 from components.logging.settings import LoggingConfig
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
+from components.prefect.settings import PrefectConfig
 from components.spec import Catalog, Frozen, Limits, PinnedImage
 from components.validators import DomainName, FieldError, ssh_private_key_problem
 from components.yamltext import load_yaml
@@ -109,6 +110,7 @@ class StackConfig(Frozen):
     redis: RedisConfig = RedisConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     logging: LoggingConfig = LoggingConfig()
+    prefect: PrefectConfig = PrefectConfig()
     smtp: SmtpConfig | None = None
     k3s: K3sConfig = K3sConfig()
     # Per-service overrides of the limits declared in the catalog, by service name.

@@ -11,10 +11,14 @@ from components.api import DB_POOL_PER_REPLICA, Api, ApiArgs, Database, RedisEnd
 from components.gateway.component import Gateway, GatewayArgs, GatewayTls
 from components.host import DockerHost, DockerHostArgs
 from components.k3s.cluster import K3sCluster, K3sClusterArgs
-from components.k3s.workloads import K3sWorkloads, K3sWorkloadsArgs
+from components.k3s import pki
+from components.k3s.workloads import MONITOR, K3sWorkloads, K3sWorkloadsArgs
 from components.logging.component import Logging, LoggingArgs
 from components.monitoring.component import Monitoring, MonitoringArgs
 from components.monitoring.render import KubernetesTargets
+from components.prefect.component import DB_MAX_OVERFLOW as PREFECT_DB_MAX_OVERFLOW
+from components.prefect.component import DB_POOL_SIZE as PREFECT_DB_POOL_SIZE
+from components.prefect.component import Prefect, PrefectArgs
 from components.postgres import Postgres, PostgresArgs, database_name
 from components.redis import Redis, RedisArgs
 from components.spec import Catalog
@@ -22,6 +26,7 @@ from infra.catalog import PYAPI_SOURCE, declare_services, loopback_port
 from infra.config import Stack
 from infra.services_kubernetes import K3S_API_PORT
 from infra.services_logging import GATEWAY_INDEX_PATTERN
+from infra.services_orchestration import FLOWS_SOURCE
 
 API_FLAVOURS = {"dotnet-api": "dotnet", "python-api": "python"}
 
@@ -35,8 +40,11 @@ def relax_garbage_collection() -> None:
 
 
 def postgres_clients(catalog: Catalog) -> tuple[str, ...]:
-    """Every application that depends on PostgreSQL gets its own role and database."""
-    return tuple(s.name for s in catalog.services if s.tier == "app" and "postgres" in s.depends_on)
+    """Every application that depends on PostgreSQL, and every service declared a client,
+    gets its own role and database."""
+    return tuple(
+        s.name for s in catalog.services if (s.tier == "app" or s.postgres_client) and "postgres" in s.depends_on
+    )
 
 
 # PostgreSQL keeps this many connections for superusers (its superuser_reserved_connections
@@ -48,9 +56,9 @@ EXPORTER_CONNECTIONS = 2
 
 def postgres_connections(catalog: Catalog) -> dict[str, int]:
     """The most connections each PostgreSQL client of the stack may open, all replicas together."""
-    wanted = {
-        name: catalog.get(name).replicas * DB_POOL_PER_REPLICA[API_FLAVOURS[name]] for name in postgres_clients(catalog)
-    }
+    per_replica = {api: DB_POOL_PER_REPLICA[flavour] for api, flavour in API_FLAVOURS.items()}
+    per_replica["prefect-server"] = PREFECT_DB_POOL_SIZE + PREFECT_DB_MAX_OVERFLOW
+    wanted = {name: catalog.get(name).replicas * per_replica[name] for name in postgres_clients(catalog)}
     if "postgres-exporter" in catalog:
         wanted["postgres-exporter"] = EXPORTER_CONNECTIONS
     return wanted
@@ -148,7 +156,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
         "kibana_url": logging.kibana_url,
     }
 
-    kubernetes, kubernetes_token = None, None
+    kubernetes, kubernetes_token, monitor_kubeconfig = None, None, None
     if config.k3s.enabled:
         cluster, workloads = build_kubernetes(stack, catalog, host)
         outputs.update(kubeconfig=cluster.kubeconfig, kubernetes_api=cluster.api_server)
@@ -161,6 +169,9 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             ca_certificate=cluster.ca_certificate,
         )
         kubernetes_token = workloads.monitor_token
+        # the k8s-health flow reads the cluster as the read-only monitor identity
+        monitor_kubeconfig = pki.monitor_kubeconfig(cluster.pki, f"https://{kubernetes.api_server}", kubernetes_token,
+                                                    user=MONITOR, cluster=prefix)
 
     if config.monitoring.enabled:
         monitoring = Monitoring(
@@ -190,6 +201,36 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             grafana_url=monitoring.grafana_url,
             grafana_admin_password=monitoring.grafana_admin_password,
             scrape_jobs=monitoring.scrape_jobs,
+        )
+
+    if config.prefect.enabled:
+        server = catalog.get("prefect-server")
+        prefect = Prefect(
+            "prefect",
+            PrefectArgs(
+                catalog=catalog,
+                config=config.prefect,
+                database=Database(
+                    host="postgres",
+                    port=catalog.get("postgres").port,
+                    name=database_name(server.name),
+                    password=postgres.passwords[server.name],
+                ),
+                flows_source=FLOWS_SOURCE,
+                keeps_data=config.keeps_data,
+                thresholds=config.monitoring.thresholds if config.monitoring.enabled else None,
+                smtp=config.smtp,
+                smtp_password=stack.secrets.smtp_password,
+                kubeconfig=monitor_kubeconfig,
+                # the server creates its schema on start: its role and database must exist
+                depends_on=[postgres.apply_roles],
+                **shared,
+            ),
+        )
+        outputs.update(
+            prefect_ui_path=prefect.ui_path,
+            prefect_auth_string=prefect.auth_string,
+            prefect_deployments=prefect.deployments,
         )
     return outputs
 

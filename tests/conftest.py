@@ -50,3 +50,21 @@ def run(build):
 
     program()
     return result["value"]
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real temporary Prefect server (Prefect's own test harness), started once per session;
+    yields its API URL. Flows called inside the session run against it."""
+    import os
+
+    from tests.servers import require_module
+
+    require_module("prefect")
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    # the harness's server sends no usage data and races nothing for its SQLite file
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    with prefect_test_harness(server_startup_timeout=90):
+        yield PREFECT_API_URL.value()

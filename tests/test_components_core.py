@@ -38,7 +38,11 @@ def test_container_service_makes_one_container_per_replica_with_the_rules(monito
     for container in containers:
         spec = container.plain
         assert spec["image"] == monitor.named("web-image").plain["name"] or spec["image"].startswith("sha256:")
-        assert spec["networksAdvanced"] == [{"name": "coderz-test-net", "aliases": ["web"]}]
+        # the service name for the gateway's resolver; the stable replica name for per-replica probes
+        stable = spec["hostname"]
+        assert spec["networksAdvanced"] == [{"name": "coderz-test-net", "aliases": ["web", stable]}]
+        labels = {label["label"]: label["value"] for label in spec["labels"]}
+        assert labels["coderz.replica"] == stable and spec["name"].startswith(stable + "-")
         assert spec["healthcheck"]["tests"] == ["CMD", "true"]
         assert spec["memory"] == 64 and spec["cpus"] == "0.25"
         assert spec["restart"] == "unless-stopped" and spec["wait"] is True

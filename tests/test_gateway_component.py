@@ -58,7 +58,7 @@ def test_gateway_installs_its_config_and_lua_in_place_and_publishes_http_only(mo
     assert bootstrap["file"] == CONF_PATH and "location /api/" not in bootstrap["content"]
     assert "listen 8080 default_server;" in bootstrap["content"]
     conf = files[CONF_PATH]
-    for prefix in ("/api/python/", "/api/dotnet/", "/grafana/"):
+    for prefix in ("/api/python/", "/api/dotnet/", "/grafana/", "/prefect/"):
         assert f"location {prefix} " in conf
     assert "REDIS-SECRET" not in conf and f"env {REDIS_PASSWORD_ENV};" in conf
     assert container.plain["ports"] == [{"internal": 8080, "external": 80}]
@@ -71,7 +71,7 @@ def test_gateway_installs_its_config_and_lua_in_place_and_publishes_http_only(mo
         def check(values):
             url, routes = values
             assert url == "http://localhost"
-            assert routes == ["/api/dotnet/", "/api/python/", "/grafana/"]
+            assert routes == ["/api/dotnet/", "/api/python/", "/grafana/", "/prefect/"]
         return pulumi.Output.all(gateway.url, gateway.routes).apply(check)
 
     outputs()

@@ -356,8 +356,9 @@ def catalog_routes() -> tuple[GatewayRoute, ...]:
 
 def test_routes_come_from_the_catalog():
     routes = {r.name: r for r in catalog_routes()}
-    assert set(routes) == {"python-api", "dotnet-api", "grafana"}
+    assert set(routes) == {"python-api", "dotnet-api", "grafana", "prefect-server"}
     assert routes["grafana"].path_prefix == "/grafana/" and not routes["grafana"].strip_prefix
+    assert routes["prefect-server"].path_prefix == "/prefect/" and not routes["prefect-server"].strip_prefix
     assert (routes["python-api"].host, routes["python-api"].port, routes["python-api"].path_prefix) == (
         "python-api", 8000, "/api/python/")
     assert (routes["dotnet-api"].host, routes["dotnet-api"].port, routes["dotnet-api"].path_prefix) == (

@@ -138,6 +138,16 @@ HEALTH: dict[str, Health] = {
     "k3s": Health(6443, None, "kubectl inside the rancher/k3s image reads the server's admin kubeconfig "
                   "(https://127.0.0.1:6443); /readyz answers 200 'ok' once the API server is ready", "k3s",
                   ok=(200, b"ok"), down=(500, b"[-]etcd failed: reason withheld\nreadyz check failed")),
+    "prefect-server": Health(4200, "/prefect/api/health",
+                             "Prefect's API serves GET /health (open under PREFECT_SERVER_API_AUTH_STRING); our "
+                             "component mounts the API at PREFECT_SERVER_API_BASE_PATH=/prefect/api on :4200", "stub",
+                             ok=(200, b"true")),
+    "docker-proxy": Health(2375, "/_ping", "tecnativa/docker-socket-proxy (HAProxy) passes GET /_ping (PING=1) on "
+                           ":2375 to the daemon, which answers OK", "stub", ok=(200, b"OK"),
+                           down=(503, b"<html><body><h1>503 Service Unavailable</h1></body></html>")),
+    "flows-runner": Health(8080, "/health", "Prefect's runner webserver (PREFECT_RUNNER_SERVER_ENABLE) serves /health "
+                           "on PREFECT_RUNNER_SERVER_PORT, 8080 in our component; 503 when its loop stalls", "stub",
+                           ok=(200, b'{"message":"OK"}'), down=(503, b'{"message":"Runner is unresponsive at this time"}')),
 }
 
 # Probes found wrong: (service, test) -> why. Each is an xfail(strict=True) until the declaration

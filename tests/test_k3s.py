@@ -341,3 +341,21 @@ def test_the_install_script_refuses_a_file_name_outside_the_tls_folder(stand_in_
     result = run_install(install_script(K3sConfig(), ("k3s",)), bundle, env)
     assert result.returncode != 0 and "unexpected file name" in result.stderr
     assert not (root / "etc").exists()
+
+
+@pytest.mark.parametrize("stack, with_k3s, server", [
+    ("qa", False, "https://172.17.0.1:6443"), ("dev", True, "https://k3s:6443")])
+def test_the_k8s_health_flow_reads_the_cluster_as_the_monitor_identity(stack, with_k3s, server):
+    from components.prefect.render import KUBECONFIG_PATH
+
+    monitor, _ = deployed(stack, with_k3s)
+    (runner,) = [c for c in monitor.of_type("docker:index/container:Container") if service_of(c) == "flows-runner"]
+    assert is_secret(runner.inputs["uploads"])
+    uploads = {u["file"]: u["content"] for u in runner.plain["uploads"]}
+    kubeconfig = yaml.safe_load(uploads[KUBECONFIG_PATH])
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == server
+    assert kubeconfig["users"][0] == {"name": "coderz-monitor", "user": {"token": "mock-token-k3s-workloads-monitor-token-live"}}
+    assert base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]).decode().startswith(
+        "-----BEGIN CERTIFICATE-----")
+    flows = json.loads(uploads["/etc/coderz/flows.json"])
+    assert flows["kubernetes"]["kubeconfig_file"] == KUBECONFIG_PATH

@@ -111,7 +111,8 @@ def test_every_service_runs_pinned_healthy_limited_and_unpublished(monitor, prov
         assert inputs["healthcheck"]["tests"] == list(spec.health.test)
         assert inputs["memory"] == spec.limits.memory_mb and float(inputs["cpus"]) == spec.limits.cpus
         assert not inputs.get("ports"), f"{service} is published"
-        assert inputs["networksAdvanced"] == [{"name": f"{PREFIX}-net", "aliases": [service]}]
+        stable = [inputs["hostname"]] if spec.rolling else []
+        assert inputs["networksAdvanced"] == [{"name": f"{PREFIX}-net", "aliases": [service, *stable]}]
     # One provider for every Docker resource; every child hangs under the component.
     docker_resources = [r for r in monitor.registrations if r.type.startswith("docker:")]
     assert docker_resources and all(r.provider.startswith(monitor.named("test-docker").urn) for r in docker_resources)

@@ -82,21 +82,30 @@ def make_pki(name: str, *, parent: pulumi.Resource) -> ClusterPki:
     return ClusterPki(ca_certs, ca_keys, admin.cert_pem, pulumi.Output.secret(admin_key.private_key_pem))
 
 
-def render_kubeconfig(server: str, ca_pem: str, client_cert_pem: str, client_key_pem: str, *, cluster: str) -> str:
-    """A kubeconfig for one cluster and the admin identity (certificate auth)."""
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
-    def b64(text: str) -> str:
-        return base64.b64encode(text.encode()).decode()
 
+def _kubeconfig(server: str, ca_pem: str, user: str, credentials: dict[str, str], *, cluster: str) -> str:
     return dump_yaml({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
-        "users": [{"name": ADMIN_USER, "user": {
-            "client-certificate-data": b64(client_cert_pem), "client-key-data": b64(client_key_pem)}}],
-        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": ADMIN_USER}}],
+        "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)}}],
+        "users": [{"name": user, "user": credentials}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
         "current-context": cluster,
     })
+
+
+def render_kubeconfig(server: str, ca_pem: str, client_cert_pem: str, client_key_pem: str, *, cluster: str) -> str:
+    """A kubeconfig for one cluster and the admin identity (certificate auth)."""
+    return _kubeconfig(server, ca_pem, ADMIN_USER, {
+        "client-certificate-data": _b64(client_cert_pem), "client-key-data": _b64(client_key_pem)}, cluster=cluster)
+
+
+def render_token_kubeconfig(server: str, ca_pem: str, token: str, *, user: str, cluster: str) -> str:
+    """A kubeconfig for a ServiceAccount's bearer token (the read-only monitor identity)."""
+    return _kubeconfig(server, ca_pem, user, {"token": token}, cluster=cluster)
 
 
 def kubeconfig(pki: ClusterPki, server: pulumi.Input[str], *, cluster: str) -> pulumi.Output[str]:
@@ -104,5 +113,15 @@ def kubeconfig(pki: ClusterPki, server: pulumi.Input[str], *, cluster: str) -> p
     return pulumi.Output.secret(
         pulumi.Output.all(server, pki.ca_certs["server-ca"], pki.admin_cert, pki.admin_key).apply(
             lambda v: render_kubeconfig(v[0], v[1], v[2], v[3], cluster=cluster)
+        )
+    )
+
+
+def monitor_kubeconfig(pki: ClusterPki, server: str, token: pulumi.Input[str], *, user: str,
+                       cluster: str) -> pulumi.Output[str]:
+    """The monitor identity's kubeconfig for `server` (as the stack's containers reach it), a secret."""
+    return pulumi.Output.secret(
+        pulumi.Output.all(pki.ca_certs["server-ca"], token).apply(
+            lambda v: render_token_kubeconfig(server, v[0], v[1], user=user, cluster=cluster)
         )
     )
