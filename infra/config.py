@@ -16,6 +16,7 @@ from typing import Any, Literal, Mapping
 import pulumi
 from pydantic import Field, ValidationError
 
+from components.backup.settings import BackupConfig
 from components.host import TargetConfig
 from components.logging.settings import LoggingConfig
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
@@ -24,7 +25,7 @@ from components.yamltext import load_yaml
 
 PROJECT = "coderz"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SECRET_KEYS = ("sshPrivateKey", "tlsPrivateKey", "smtpPassword")
+SECRET_KEYS = ("sshPrivateKey", "tlsPrivateKey", "smtpPassword", "backupS3AccessKey", "backupS3SecretKey")
 Environment = Literal["dev", "qa", "prod"]
 
 
@@ -89,6 +90,7 @@ class StackConfig(Frozen):
     monitoring: MonitoringConfig = MonitoringConfig()
     logging: LoggingConfig = LoggingConfig()
     smtp: SmtpConfig | None = None
+    backup: BackupConfig = BackupConfig()
     # Per-service overrides of the limits declared in the catalog, by service name.
     limits: dict[str, Limits] = {}
 
@@ -105,6 +107,8 @@ class Secrets:
     ssh_private_key: pulumi.Output[str] | None
     tls_private_key: pulumi.Output[str] | None
     smtp_password: pulumi.Output[str] | None
+    # (access key, secret key) of an S3 backup repository
+    backup_s3_keys: tuple[pulumi.Output[str], pulumi.Output[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,9 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
         raise _error(stack, f"{PROJECT}:ports.https", "gateway.tls needs an https port")
     if config.smtp and config.smtp.user and "smtpPassword" not in secrets:
         raise _error(stack, f"{PROJECT}:smtpPassword", "smtp.user needs a password (pulumi config set --secret smtpPassword)")
+    for key in ("backupS3AccessKey", "backupS3SecretKey"):
+        if config.backup.enabled and config.backup.s3 and key not in secrets:
+            raise _error(stack, f"{PROJECT}:{key}", f"backup.s3 needs its keys (pulumi config set --secret {key})")
     return config, secrets
 
 
@@ -205,7 +212,10 @@ def load(raw: Mapping[str, Any], stack: str) -> Stack:
     return Stack(
         name=stack,
         config=config,
-        secrets=Secrets(secret("sshPrivateKey"), secret("tlsPrivateKey"), secret("smtpPassword")),
+        secrets=Secrets(
+            secret("sshPrivateKey"), secret("tlsPrivateKey"), secret("smtpPassword"),
+            (secret("backupS3AccessKey"), secret("backupS3SecretKey")) if "backupS3AccessKey" in secret_values else None,
+        ),
     )
 
 
