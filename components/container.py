@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import pulumi
 import pulumi_docker as docker
@@ -68,6 +68,7 @@ class ContainerServiceArgs(BaseModel):
     command: Sequence[str] | None = None
     user: str | None = None
     build_context: Path | None = None
+    build_args: Mapping[str, str] = {}
     shm_size_mb: int | None = None
     # "host" for an agent that reports on the host's processes (node exporter).
     pid_mode: Literal["host"] | None = None
@@ -100,7 +101,8 @@ class ContainerService(pulumi.ComponentResource):
 
         build = None
         if args.build_context is not None:
-            build = docker.RemoteImageBuildArgs(context=str(args.build_context), dockerfile="Dockerfile")
+            build = docker.RemoteImageBuildArgs(context=str(args.build_context), dockerfile="Dockerfile",
+                                                build_args=dict(args.build_args) or None)
         image = docker.RemoteImage(
             f"{name}-image",
             name=spec.image,

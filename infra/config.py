@@ -179,6 +179,9 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
         raise _error(stack, f"{PROJECT}:ports.https", "gateway.tls needs an https port")
     if config.smtp and config.smtp.user and "smtpPassword" not in secrets:
         raise _error(stack, f"{PROJECT}:smtpPassword", "smtp.user needs a password (pulumi config set --secret smtpPassword)")
+    if config.backup.enabled and "alpine" in config.postgres.image:
+        raise _error(stack, f"{PROJECT}:postgres.image", "backup.enabled needs a Debian-based image "
+                     "(e.g. postgres:16.4-bookworm): pgBackRest is added from the PostgreSQL apt repository")
     for key in ("backupS3AccessKey", "backupS3SecretKey"):
         if config.backup.enabled and config.backup.s3 and key not in secrets:
             raise _error(stack, f"{PROJECT}:{key}", f"backup.s3 needs its keys (pulumi config set --secret {key})")

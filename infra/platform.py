@@ -8,11 +8,13 @@ import gc
 import pulumi
 
 from components.api import Api, ApiArgs, Database, RedisEndpoint
+from components.backup.component import Backup, BackupArgs, BackupPlan
 from components.gateway.component import Gateway, GatewayArgs, GatewayTls
 from components.host import DockerHost, DockerHostArgs
 from components.logging.component import Logging, LoggingArgs
 from components.monitoring.component import Monitoring, MonitoringArgs
-from components.postgres import Postgres, PostgresArgs, database_name
+from components.monitoring.render import BackupCheck
+from components.postgres import DATA_DIR, Postgres, PostgresArgs, database_name
 from components.redis import Redis, RedisArgs
 from components.spec import Catalog
 from infra.catalog import PYAPI_SOURCE, declare_services
@@ -49,6 +51,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
         ),
     )
     shared = dict(placement=host.placement)
+    plan = BackupPlan(config=config.backup, stack=stack.name, postgres_image=config.postgres.image,
+                      s3_keys=stack.secrets.backup_s3_keys) if config.backup.enabled else None
 
     postgres = Postgres(
         "postgres",
@@ -59,9 +63,13 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             keep_data=config.keeps_data,
             monitor_role=config.monitoring.enabled,
             shell=host.shell,
+            backup=plan,
             **shared,
         ),
     )
+    if plan is not None:
+        Backup("backup", BackupArgs(spec=catalog.get("backup"), plan=plan, volumes=postgres.backup_volumes,
+                                    data_dir=DATA_DIR, depends_on=[postgres], **shared))
     redis = Redis("redis", RedisArgs(spec=catalog.get("redis"), keep_data=config.keeps_data, **shared))
     redis_endpoint = RedisEndpoint(host="redis", port=catalog.get("redis").port, password=redis.password)
 
@@ -140,6 +148,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
                 elasticsearch_enabled=logging.elasticsearch_enabled,
                 elasticsearch_url=logging.elasticsearch_url or "http://elasticsearch:9200",
                 elasticsearch_index=GATEWAY_INDEX_PATTERN,
+                # The backup-age alerts exist where a backup job does.
+                backup=BackupCheck(max_age_hours=config.backup.max_age_hours) if plan is not None else None,
                 depends_on=[postgres, redis],
                 **shared,
             ),

@@ -11,7 +11,9 @@ from components.spec import Frozen
 
 STANZA = "main"
 CONFIG_PATH = "/etc/pgbackrest/pgbackrest.conf"
-LOOP_SCRIPT = Path(__file__).parent / "scripts" / "backup-loop.sh"
+IMAGE_CONTEXT = Path(__file__).parent / "image"
+LOOP_SCRIPT = IMAGE_CONTEXT / "backup-loop.sh"
+METRICS_PORT = 9188
 
 
 class BackupPaths(Frozen):

@@ -62,7 +62,7 @@ class DockerDatabaseHost:
                              *command[1:]], "pgbackrest " + args[-1])
         image = self.run([*self.docker, "inspect", "-f", "{{.Config.Image}}", self.sidecar], "docker inspect").strip()
         return self.run([*self.docker, "run", "--rm", "-u", "postgres", "--volumes-from", self.sidecar,
-                         "-v", f"{PROJECT}-{self.source}-backup-repo:{SOURCE_REPO}", image,
+                         "-v", f"{PROJECT}-{self.source}-backup-data:{SOURCE_REPO}", image,
                          command[0], f"--repo1-path={SOURCE_REPO}", *command[1:]], "pgbackrest " + args[-1])
 
     def _state(self, name: str) -> dict:

@@ -1,12 +1,13 @@
 #!/bin/bash
 # The backup sidecar's schedule (components/backup): a full backup weekly on $FULL_DAY, a
 # differential one every other day, both at $HOUR_UTC; after each, the Unix time of the
-# newest good backup in the repository is written for node exporter's textfile collector.
+# newest good backup in the repository is written to $METRICS_DIR/metrics.txt, which busybox
+# httpd serves to Prometheus on $METRICS_PORT (the monitoring tier's backup-age alert).
 # Usage: backup-loop.sh [loop | once full|diff | metric]
 set -euo pipefail
 
 STANZA=${STANZA:-main}
-METRIC_FILE=${METRICS_DIR:?METRICS_DIR is required}/coderz_backup.prom
+METRIC_FILE=${METRICS_DIR:?METRICS_DIR is required}/metrics.txt
 METRIC=coderz_backup_last_success_timestamp_seconds
 
 log() { printf '%s backup: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
@@ -47,8 +48,15 @@ case "${1:-loop}" in
     write_metric
     ;;
   loop)
-    : "${FULL_DAY:?}" "${HOUR_UTC:?}"
-    until pg_isready -q; do sleep 5; done
+    : "${FULL_DAY:?}" "${HOUR_UTC:?}" "${METRICS_PORT:?}"
+    # An empty exposition until the first backup: the scrape works, the metric is absent.
+    [ -f "$METRIC_FILE" ] || : >"$METRIC_FILE"
+    busybox httpd -f -p "$METRICS_PORT" -h "$METRICS_DIR" &
+    httpd=$!
+    # docker stop: stop the server and leave at once (sleep runs in the background for that).
+    trap 'kill "$httpd" 2>/dev/null; exit 0' TERM INT
+    trap 'kill "$httpd" 2>/dev/null' EXIT
+    until pg_isready -q; do sleep 2 & wait $!; done
     # Idempotent: creates the stanza once, checks it matches the cluster afterwards.
     pgbackrest --stanza="$STANZA" stanza-create
     has_backup || run_backup full || log "first full backup FAILED"
@@ -62,7 +70,8 @@ case "${1:-loop}" in
         # A failed run is retried next minute within the hour; the age alert covers the rest.
         if run_backup "$kind"; then done_on=$today; else log "$kind backup FAILED"; fi
       fi
-      sleep 60
+      sleep 60 &
+      wait $!
     done
     ;;
   *)
