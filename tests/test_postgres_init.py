@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -286,6 +287,11 @@ def started_with(data: Path, command: list[str]) -> Iterator[int]:
             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
     with process(_as_postgres_user(argv), port=port, log=data.parent / f"postgres-{port}.log"):
         try:
+            # The port opens before the server accepts logins ("the database system is starting up").
+            for _ in range(200):
+                if subprocess.run([require_tool("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0:
+                    break
+                time.sleep(0.1)
             yield port
         finally:
             subprocess.run(_as_postgres_user([require_tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
