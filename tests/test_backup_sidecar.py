@@ -69,4 +69,8 @@ def test_the_loop_takes_the_first_backup_and_serves_its_time_then_once_updates_i
         once = subprocess.run(as_postgres(["bash", str(LOOP_SCRIPT), "once", "diff"]), env=env,
                               capture_output=True, text=True, timeout=120)
         assert once.returncode == 0, once.stderr
-        assert metric_value((metrics / "metrics.txt").read_text()) == newest_stop(node) > first
+        text = (metrics / "metrics.txt").read_text()
+        assert metric_value(text) == newest_stop(node) > first
+        # Prometheus' own linter accepts the exposition (HELP, TYPE, name, unit suffix).
+        lint = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
