@@ -71,6 +71,7 @@ class ContainerServiceArgs(BaseModel):
     entrypoint: Sequence[str] | None = None
     user: str | None = None
     build_context: Path | None = None
+    build_args: Mapping[str, str] = {}
     shm_size_mb: int | None = None
     # "host" for an agent that reports on the host's processes (node exporter).
     pid_mode: Literal["host"] | None = None
@@ -125,7 +126,8 @@ class ContainerService(pulumi.ComponentResource):
 
         build = None
         if args.build_context is not None:
-            build = docker.RemoteImageBuildArgs(context=str(args.build_context), dockerfile="Dockerfile")
+            build = docker.RemoteImageBuildArgs(context=str(args.build_context), dockerfile="Dockerfile",
+                                                build_args=dict(args.build_args) or None)
         image = docker.RemoteImage(
             f"{name}-image",
             name=spec.image,

@@ -14,6 +14,8 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import BaseModel, ConfigDict
 
+from components.backup.component import REPO_DIR, SOCKET_DIR, BackupPlan, BackupVolumes
+from components.backup.render import archive_settings
 from components.container import ConfigFile, ContainerService, ContainerServiceArgs, Placement, VolumeMount, retained
 from components.host import HostShell
 from components.postgres_init import AppDatabase, MonitorRole, postgres_command, render_init_sql
@@ -44,6 +46,8 @@ class PostgresArgs(BaseModel):
     shell: HostShell
     # A pg_monitor login role for the metrics exporter (`monitor_dsn`), when monitoring is on.
     monitor_role: bool = False
+    # Continuous archiving with pgBackRest (and the volumes the backup sidecar shares), when on.
+    backup: BackupPlan | None = None
 
 
 class Postgres(pulumi.ComponentResource):
@@ -81,6 +85,22 @@ class Postgres(pulumi.ComponentResource):
 
         passwords = [*client_passwords.values(), *([monitor_password] if monitor_password is not None else [])]
         script = pulumi.Output.secret(pulumi.Output.all(*passwords).apply(init_sql))
+        backup = args.backup
+        self.backup_volumes = None
+        extra: dict = {}
+        if backup is not None:
+            # The repository is data: kept and protected like the database's own volume.
+            socket = docker.Volume(f"{name}-socket", name=f"{args.placement.prefix}-{spec.name}-socket",
+                                   opts=pulumi.ResourceOptions(parent=self, provider=args.placement.provider))
+            repo = docker.Volume(f"{name}-backup-data", name=f"{args.placement.prefix}-backup-data",
+                                 opts=retained(args.keep_data, self, args.placement.provider))
+            self.backup_volumes = BackupVolumes(data=volume.name, socket=socket.name, repo=repo.name)
+            extra = dict(
+                files=backup.files(), envs=backup.envs(), settings=archive_settings(backup.config),
+                volumes=[VolumeMount(container_path=SOCKET_DIR, volume_name=socket.name),
+                         VolumeMount(container_path=REPO_DIR, volume_name=repo.name)],
+                build=backup.build(),
+            )
         self.service = ContainerService(
             name,
             ContainerServiceArgs(
@@ -91,11 +111,13 @@ class Postgres(pulumi.ComponentResource):
                     "POSTGRES_DB=postgres",
                     f"PGDATA={DATA_DIR}/pgdata",
                     pulumi.Output.concat("POSTGRES_PASSWORD=", admin_password),
+                    *extra.get("envs", []),
                 ],
-                files=[ConfigFile(path=INIT_SQL, content=script)],
-                volumes=[VolumeMount(container_path=DATA_DIR, volume_name=volume.name)],
-                command=postgres_command(spec.limits.memory_mb, args.max_connections),
+                files=[ConfigFile(path=INIT_SQL, content=script), *extra.get("files", [])],
+                volumes=[VolumeMount(container_path=DATA_DIR, volume_name=volume.name), *extra.get("volumes", [])],
+                command=postgres_command(spec.limits.memory_mb, args.max_connections, extra.get("settings")),
                 shm_size_mb=SHM_SIZE_MB,
+                **extra.get("build", {}),
             ),
             opts=child,
         )

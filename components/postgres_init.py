@@ -272,9 +272,10 @@ def postgres_settings(memory_mb: int, max_connections: int) -> dict[str, str]:
     }
 
 
-def postgres_command(memory_mb: int, max_connections: int) -> list[str]:
-    """The container command of the official image: `postgres -c key=value ...`."""
+def postgres_command(memory_mb: int, max_connections: int, extra: dict[str, str] | None = None) -> list[str]:
+    """The container command of the official image: `postgres -c key=value ...`; `extra` adds
+    settings (continuous archiving, components/backup/render.py)."""
     command = ["postgres"]
-    for key, value in postgres_settings(memory_mb, max_connections).items():
+    for key, value in {**postgres_settings(memory_mb, max_connections), **(extra or {})}.items():
         command += ["-c", f"{key}={value}"]
     return command

@@ -10,6 +10,8 @@ import hashlib
 from pathlib import Path
 
 from components.postgres_init import MIN_MEMORY_MB as POSTGRES_MIN_MEMORY_MB
+from components.backup.render import IMAGE_CONTEXT as BACKUP_IMAGE_CONTEXT
+from components.backup.render import METRICS_PORT as BACKUP_METRICS_PORT
 from components.spec import Catalog, HealthCheck, Limits, Metrics, PublicPort, Route, ServiceSpec
 from infra.config import PROJECT, StackConfig
 
@@ -33,6 +35,33 @@ def source_digest(folder: Path) -> str:
 
 def pyapi_image() -> str:
     return f"{PROJECT}/pyapi:{source_digest(PYAPI_SOURCE)}"
+
+
+def backup_image(config: StackConfig) -> str:
+    """PostgreSQL with pgBackRest, built from components/backup/image on `postgres.image`: the
+    tag hashes both, so a new base or a new script rebuilds it."""
+    digest = hashlib.sha256(f"{source_digest(BACKUP_IMAGE_CONTEXT)}:{config.postgres.image}".encode()).hexdigest()
+    return f"{PROJECT}/postgres-pgbackrest:{digest[:12]}"
+
+
+def backup_services(config: StackConfig) -> list[ServiceSpec]:
+    """The backup sidecar, when `backup.enabled`: pgBackRest's schedule beside PostgreSQL, and
+    the time of the last good backup for Prometheus (`backup` job)."""
+    if not config.backup.enabled:
+        return []
+    return [ServiceSpec(
+        name="backup",
+        image=backup_image(config),
+        port=BACKUP_METRICS_PORT,
+        tier="data",
+        description="pgBackRest: WAL archive, weekly full and daily differential backups, last-success metric",
+        health=HealthCheck(test=("CMD", "busybox", "wget", "-q", "-O", "/dev/null",
+                                 f"http://127.0.0.1:{BACKUP_METRICS_PORT}/metrics.txt")),
+        limits=Limits(memory_mb=256, cpus=0.5),
+        stateful=True,  # it shares PostgreSQL's data and the repository volume: one at a time
+        metrics=Metrics(path="/metrics.txt"),
+        depends_on=("postgres",),
+    )]
 
 
 def http_check(port: int, path: str) -> HealthCheck:
@@ -62,7 +91,8 @@ def declare_services(config: StackConfig) -> Catalog:
     services = [
         ServiceSpec(
             name="postgres",
-            image=config.postgres.image,
+            # With backups on, PostgreSQL runs the image that carries pgBackRest (archive_command).
+            image=backup_image(config) if config.backup.enabled else config.postgres.image,
             port=5432,
             tier="data",
             description="PostgreSQL, one database per API",
@@ -138,8 +168,8 @@ def declare_services(config: StackConfig) -> Catalog:
     from infra.services_monitoring import monitoring_services
     from infra.services_orchestration import orchestration_services
 
-    services += (monitoring_services(config) + logging_services(config) + orchestration_services(config)
-                 + kubernetes_services(config))
+    services += (backup_services(config) + monitoring_services(config) + logging_services(config)
+                 + orchestration_services(config) + kubernetes_services(config))
     # The limits above are defaults; a stack overrides them by service name (`coderz:limits`).
     services = [
         s.model_copy(update={"limits": config.limits[s.name]}) if s.name in config.limits else s for s in services

@@ -17,6 +17,7 @@ from typing import Any, Literal, Mapping
 import pulumi
 from pydantic import Field, ValidationError
 
+from components.backup.settings import BackupConfig
 from components.gateway.acme import AcmeConfig
 from components.host import TargetConfig
 from components.k3s.settings import K3sConfig
@@ -30,7 +31,7 @@ from infra.tls import check_gateway_tls
 
 PROJECT = "coderz"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SECRET_KEYS = ("sshPrivateKey", "tlsPrivateKey", "smtpPassword")
+SECRET_KEYS = ("sshPrivateKey", "tlsPrivateKey", "smtpPassword", "backupS3AccessKey", "backupS3SecretKey")
 Environment = Literal["dev", "qa", "prod"]
 # Pulumi's own rule for a stack name (pkg/workspace validateStackName). Names are free (`qa-2`,
 # `pr-123`); `coderz:environment` is the KIND of environment that picks defaults and protection.
@@ -113,6 +114,7 @@ class StackConfig(Frozen):
     prefect: PrefectConfig = PrefectConfig()
     smtp: SmtpConfig | None = None
     k3s: K3sConfig = K3sConfig()
+    backup: BackupConfig = BackupConfig()
     # Per-service overrides of the limits declared in the catalog, by service name.
     limits: dict[str, Limits] = {}
 
@@ -129,6 +131,8 @@ class Secrets:
     ssh_private_key: pulumi.Output[str] | None
     tls_private_key: pulumi.Output[str] | None
     smtp_password: pulumi.Output[str] | None
+    # (access key, secret key) of an S3 backup repository
+    backup_s3_keys: tuple[pulumi.Output[str], pulumi.Output[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,12 @@ def parse(raw: Mapping[str, Any], stack: str, *, check_secrets: bool = True) -> 
         raise _error(stack, f"{PROJECT}:{key}", message)
     if config.smtp and config.smtp.user and "smtpPassword" not in secrets:
         raise _error(stack, f"{PROJECT}:smtpPassword", "smtp.user needs a password (pulumi config set --secret smtpPassword)")
+    if config.backup.enabled and "alpine" in config.postgres.image:
+        raise _error(stack, f"{PROJECT}:postgres.image", "backup.enabled needs a Debian-based image "
+                     "(e.g. postgres:16.4-bookworm): pgBackRest is added from the PostgreSQL apt repository")
+    for key in ("backupS3AccessKey", "backupS3SecretKey"):
+        if config.backup.enabled and config.backup.s3 and key not in secrets:
+            raise _error(stack, f"{PROJECT}:{key}", f"backup.s3 needs its keys (pulumi config set --secret {key})")
     return config, secrets
 
 
@@ -246,7 +256,10 @@ def load(raw: Mapping[str, Any], stack: str, *, check_secrets: bool = True) -> S
     return Stack(
         name=stack,
         config=config,
-        secrets=Secrets(secret("sshPrivateKey"), secret("tlsPrivateKey"), secret("smtpPassword")),
+        secrets=Secrets(
+            secret("sshPrivateKey"), secret("tlsPrivateKey"), secret("smtpPassword"),
+            (secret("backupS3AccessKey"), secret("backupS3SecretKey")) if "backupS3AccessKey" in secret_values else None,
+        ),
     )
 
 

@@ -8,6 +8,7 @@ import gc
 import pulumi
 
 from components.api import DB_POOL_PER_REPLICA, Api, ApiArgs, Database, RedisEndpoint
+from components.backup.component import Backup, BackupArgs, BackupPlan
 from components.gateway.component import Gateway, GatewayArgs, GatewayTls
 from components.host import DockerHost, DockerHostArgs
 from components.k3s.cluster import K3sCluster, K3sClusterArgs
@@ -15,11 +16,11 @@ from components.k3s import pki
 from components.k3s.workloads import MONITOR, K3sWorkloads, K3sWorkloadsArgs
 from components.logging.component import Logging, LoggingArgs
 from components.monitoring.component import Monitoring, MonitoringArgs
-from components.monitoring.render import KubernetesTargets
+from components.monitoring.render import BackupCheck, KubernetesTargets
 from components.prefect.component import DB_MAX_OVERFLOW as PREFECT_DB_MAX_OVERFLOW
 from components.prefect.component import DB_POOL_SIZE as PREFECT_DB_POOL_SIZE
 from components.prefect.component import Prefect, PrefectArgs
-from components.postgres import Postgres, PostgresArgs, database_name
+from components.postgres import DATA_DIR, Postgres, PostgresArgs, database_name
 from components.redis import Redis, RedisArgs
 from components.spec import Catalog
 from infra.catalog import PYAPI_SOURCE, declare_services, loopback_port
@@ -79,6 +80,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
         ),
     )
     shared = dict(placement=host.placement)
+    plan = BackupPlan(config=config.backup, stack=stack.name, postgres_image=config.postgres.image,
+                      s3_keys=stack.secrets.backup_s3_keys) if config.backup.enabled else None
 
     postgres = Postgres(
         "postgres",
@@ -89,9 +92,13 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             keep_data=config.keeps_data,
             monitor_role=config.monitoring.enabled,
             shell=host.shell,
+            backup=plan,
             **shared,
         ),
     )
+    if plan is not None:
+        Backup("backup", BackupArgs(spec=catalog.get("backup"), plan=plan, volumes=postgres.backup_volumes,
+                                    data_dir=DATA_DIR, depends_on=[postgres], **shared))
     redis = Redis("redis", RedisArgs(spec=catalog.get("redis"), keep_data=config.keeps_data, **shared))
     redis_endpoint = RedisEndpoint(host="redis", port=catalog.get("redis").port, password=redis.password)
 
@@ -192,6 +199,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
                 elasticsearch_index=GATEWAY_INDEX_PATTERN,
                 kubernetes=kubernetes,
                 kubernetes_token=kubernetes_token,
+                # The backup-age alerts exist where a backup job does.
+                backup=BackupCheck(max_age_hours=config.backup.max_age_hours) if plan is not None else None,
                 depends_on=[postgres, redis],
                 **shared,
             ),

@@ -80,13 +80,8 @@ def check_stack_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start})") from None
     try:
         root = yaml.compose(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as exc:
-        mark, context = exc.problem_mark or exc.context_mark, exc.context_mark
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-        opened = f" ({exc.context} at line {context.line + 1})" if context and context.line != mark.line else ""
-        raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc.context}{opened}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{name}: not valid YAML: {exc}") from None
+        raise _invalid(name, exc) from None
     if root is None:
         return {}
     if not isinstance(root, yaml.MappingNode):
@@ -98,4 +93,17 @@ def check_stack_file(path: Path) -> dict[str, Any]:
         if key_node.value == "config" and not isinstance(value_node, yaml.MappingNode) and value_node.tag != "tag:yaml.org,2002:null":
             raise ConfigError(f"{name}:{_line(value_node)}: config: must be a mapping of {PROJECT}:<key>: value")
     _walk(name, root, ())
-    return load_yaml(text) or {}
+    try:  # composing does not construct: an unknown tag (`!x`) fails only here
+        return load_yaml(text) or {}
+    except yaml.YAMLError as exc:
+        raise _invalid(name, exc) from None
+
+
+def _invalid(name: str, exc: yaml.YAMLError) -> ConfigError:
+    """A YAML error as one line naming the file, and the line and column where YAML says."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return ConfigError(f"{name}: not valid YAML: {exc}")
+    mark, context = exc.problem_mark or exc.context_mark, exc.context_mark
+    where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+    opened = f" ({exc.context} at line {context.line + 1})" if context and mark and context.line != mark.line else ""
+    return ConfigError(f"{where}: not valid YAML: {exc.problem or exc.context}{opened}")

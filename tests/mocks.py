@@ -72,6 +72,9 @@ class Registration:
     inputs: dict[str, Any]
     ignore_changes: list[str] = field(default_factory=list)
     dependencies: list[str] = field(default_factory=list)
+    # The inputs exactly as sent to the engine (a protobuf Struct, secret markers kept), for
+    # feeding the policy pack what the engine would feed it.
+    struct: Any = None
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -128,6 +131,7 @@ class RecordingMonitor(MockMonitor):
                     inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
                     ignore_changes=list(request.ignoreChanges),
                     dependencies=list(request.dependencies),
+                    struct=request.object,
                 )
             )
         return response

@@ -95,6 +95,8 @@ def test_a_value_that_breaks_later_is_refused_with_its_key_and_nothing_registere
 FILE_CASES = [
     ("syntax", lambda t: t + "  coderz:oops: [unclosed\n", r"Pulumi\.qa\.yaml:\d+:\d+: not valid YAML", "not valid YAML"),
     ("tab", lambda t: t.replace("    user: deploy", "\tuser: deploy"), r"Pulumi\.qa\.yaml:\d+:\d+: ", "not valid YAML"),
+    ("unknown-tag", lambda t: t.replace("    user: deploy", "    user: !shell deploy"), r"Pulumi\.qa\.yaml:\d+:\d+: ",
+     "could not determine a constructor for the tag '!shell'"),
     ("duplicate-nested", lambda t: t.replace("    user: deploy\n", "    user: deploy\n    host: evil.example\n"),
      r"Pulumi\.qa\.yaml:\d+: coderz:target\.host: ", "duplicate key (first at line 7"),
     ("duplicate-section", lambda t: t + "  coderz:environment: prod\n", r"Pulumi\.qa\.yaml:\d+: coderz:environment: ",

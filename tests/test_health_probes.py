@@ -103,6 +103,9 @@ HEALTH: dict[str, Health] = {
                          "python-api"),
     "gateway": Health(8080, "/health", "our nginx.conf.j2 answers `location = /health` on the http port (spec.port)",
                       "stub", ok=(200, b'{"status":"ok"}\n')),
+    "backup": Health(9188, "/metrics.txt", "components/backup/image/backup-loop.sh runs busybox httpd on "
+                     "METRICS_PORT (9188) over METRICS_DIR, which holds metrics.txt", "stub",
+                     down=(404, b"404 Not Found")),
     "node-exporter": Health(9100, "/", "node_exporter serves its landing page at / on :9100", "node-exporter"),
     "cadvisor": Health(8080, "/healthz", "cAdvisor serves /healthz on its web port 8080", "stub",
                        down=(500, b"unhealthy")),

@@ -22,7 +22,7 @@ from tests.conftest import make_spec, run
 from tests.mocks import deploy_stack, is_secret, service_of
 
 STATEFUL = {"postgres", "redis", "prometheus", "alertmanager", "loki", "promtail", "elasticsearch", "filebeat",
-            "gateway-acme", "k3s", "flows-runner"}
+            "gateway-acme", "k3s", "flows-runner", "backup"}
 
 
 def container_specs(stack: str) -> dict:

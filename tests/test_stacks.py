@@ -164,7 +164,8 @@ def test_api_replicas_follow_the_stack(stack, replicas):
 def test_each_api_gets_its_own_database_role_and_url():
     monitor, _ = deployed("qa")
     init = [c for c in containers("qa") if c.plain["name"] == "coderz-qa-postgres"][0]
-    (upload,) = init.inputs["uploads"]["value"] if "value" in init.inputs["uploads"] else init.inputs["uploads"]
+    uploads = init.inputs["uploads"]["value"] if "value" in init.inputs["uploads"] else init.inputs["uploads"]
+    (upload,) = [u for u in uploads if u["file"].endswith("10-apps.sql")]
     sql = upload["content"]
     assert "python_api" in str(sql) and "dotnet_api" in str(sql)
     python_api = [c for c in containers("qa") if c.plain["name"].startswith("coderz-qa-python-api-1-")][0]

@@ -1,0 +1,1 @@
+"""Backups of the stack's PostgreSQL with pgBackRest: settings, rendered config, sidecar."""

@@ -1,0 +1,156 @@
+"""A real PostgreSQL cluster with pgBackRest on 127.0.0.1, driven through the same
+`DatabaseHost` calls the `coderz backup/backups/restore` commands make on a deployed stack.
+
+The cluster's archiving settings and pgbackrest.conf are the ones components/backup renders,
+with the paths pointed at a scratch folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from components.backup.render import BackupPaths, archive_settings, render_pgbackrest_conf
+from components.backup.settings import BackupConfig
+from infra.cli.pgbackrest import STANZA, ToolFailed, wait_until
+from tests.servers import free_port, require_tool, scratch_dir
+
+
+def as_postgres(argv: Sequence[str]) -> list[str]:
+    # PostgreSQL (and so pgBackRest, which must own the same files) refuses to run as root.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else list(argv)
+
+
+class LocalCluster:
+    """One cluster and its pgBackRest config; `repo` may be another cluster's (a restore into a
+    clone reads the source's repository)."""
+
+    def __init__(self, workdir: Path, config: BackupConfig, *, repo: str | None = None,
+                 environment: dict[str, str] | None = None):
+        self.workdir, self.config = workdir, config
+        self.port = free_port()
+        self.paths = BackupPaths(
+            pg_data=str(workdir / "data"), pg_socket=str(workdir), pg_port=self.port,
+            repo=repo or str(workdir / "repo"), lock=str(workdir / "lock"), log=str(workdir / "log"),
+            config=str(workdir / "pgbackrest.conf"),
+        )
+        self.environment = environment or {}
+        self.app_log: list[str] = []
+        Path(self.paths.config).write_text(render_pgbackrest_conf(config, "test", self.paths))
+        for folder in ("lock", "log", *(() if repo else ("repo",))):
+            (workdir / folder).mkdir()
+        if os.geteuid() == 0:
+            for path in workdir.rglob("*"):
+                shutil.chown(path, "postgres", "postgres")
+            shutil.chown(workdir, "postgres", "postgres")
+
+    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        done = subprocess.run(as_postgres(argv), capture_output=True, text=True, timeout=timeout, check=False,
+                              env={**os.environ, **self.environment})
+        if check and done.returncode != 0:
+            raise ToolFailed(" ".join(argv[:2]), done.stderr or done.stdout)
+        return done
+
+    def initdb(self) -> None:
+        self.run([require_tool("initdb"), "-D", self.paths.pg_data, "-U", "postgres", "-A", "trust", "--no-sync"])
+        settings = {
+            "listen_addresses": "'127.0.0.1'", "fsync": "off", "wal_level": "replica",
+            **{k: f"'{v}'" for k, v in archive_settings(self.config, self.paths).items()},
+        }
+        with open(Path(self.paths.pg_data) / "postgresql.conf", "a") as conf:
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+
+    # --- DatabaseHost ---------------------------------------------------------------------------
+
+    def pgbackrest(self, *args: str) -> str:
+        return self.run(["pgbackrest", f"--config={self.paths.config}", f"--stanza={STANZA}", *args], timeout=300).stdout
+
+    def stop_database(self) -> None:
+        if not self.running():  # like `docker stop` on a stopped container
+            return
+        self.run([require_tool("pg_ctl"), "-D", self.paths.pg_data, "-m", "fast", "-w", "stop"])
+
+    def start_database(self) -> None:
+        log = self.workdir / "pg.log"
+        # Port and socket on the command line, as the container passes its settings: a restored
+        # postgresql.conf is the source's.
+        done = self.run([require_tool("pg_ctl"), "-D", self.paths.pg_data, "-l", str(log), "-w", "-t", "60",
+                         "-o", f"-p {self.port} -k {self.workdir}", "start"], check=False)
+        if done.returncode != 0:
+            raise ToolFailed("PostgreSQL start", log.read_text() if log.exists() else done.stderr)
+        # Accepting connections is not enough: during recovery a hot standby accepts them too,
+        # and may still stop when the archive runs out.
+
+        def recovered() -> bool:
+            if not self.running():
+                raise ToolFailed("PostgreSQL start", log.read_text())
+            with contextlib.suppress(ToolFailed):
+                return self.sql("SELECT pg_is_in_recovery()") == "f"
+            return False
+
+        if not wait_until(recovered, 60, interval=0.2):
+            raise ToolFailed("PostgreSQL start", "still in recovery after 60s")
+
+    def stop_apps(self) -> list[str]:
+        self.app_log.append("stop")
+        return ["coderz-test-python-api"]
+
+    def start_apps(self, names: Sequence[str]) -> None:
+        self.app_log.append("start " + " ".join(names))
+
+    # --- for the tests --------------------------------------------------------------------------
+
+    def sql(self, statement: str) -> str:
+        return self.run([require_tool("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.workdir),
+                         "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-c", statement]).stdout.strip()
+
+    def running(self) -> bool:
+        return self.run([require_tool("pg_ctl"), "-D", self.paths.pg_data, "status"], check=False).returncode == 0
+
+
+def fast_scratch(prefix: str) -> Path:
+    """A scratch folder in memory when the machine has /dev/shm: pgBackRest syncs every file it
+    writes to the repository, which on a disk costs seconds per backup."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=shm))
+        path.chmod(0o755)
+        return path
+    return scratch_dir(prefix)
+
+
+@contextlib.contextmanager
+def cluster(config: BackupConfig = BackupConfig(enabled=True), **options) -> Iterator[LocalCluster]:
+    """A running cluster with its stanza created; stopped and removed afterwards."""
+    require_tool("pgbackrest")
+    workdir = fast_scratch("pgbr-")
+    node = LocalCluster(workdir, config, **options)
+    try:
+        node.initdb()
+        node.start_database()
+        node.pgbackrest("stanza-create")
+        yield node
+    finally:
+        if (Path(node.paths.pg_data) / "postmaster.pid").exists():
+            node.run([require_tool("pg_ctl"), "-D", node.paths.pg_data, "-m", "immediate", "stop"], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def empty_node(source: LocalCluster) -> Iterator[LocalCluster]:
+    """An empty data folder that restores from `source`'s repository (a clone, or a host whose
+    disk was lost: no old pg_wal to fall back on)."""
+    workdir = fast_scratch("pgbr-into-")
+    node = LocalCluster(workdir, source.config, repo=source.paths.repo, environment=source.environment)
+    node.run(["mkdir", "-m", "0700", node.paths.pg_data])
+    try:
+        yield node
+    finally:
+        if (Path(node.paths.pg_data) / "postmaster.pid").exists():
+            node.run([require_tool("pg_ctl"), "-D", node.paths.pg_data, "-m", "immediate", "stop"], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""`coderz backup/backups/restore`: arguments, refusals, and the docker commands they run on a
+deployed stack (a fake runner records them; tests/test_backup_restore.py runs the same code
+against a real PostgreSQL and pgBackRest)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from infra.cli import EXIT_REFUSED, CliError, main
+from infra.cli import backup as backup_command
+from infra.cli.dockerdb import DockerDatabaseHost
+from infra.cli.pgbackrest import human_age, human_size, parse_info, parse_time, pgbackrest_time
+from infra.cli.restore import restore
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+INFO = json.dumps([{
+    "name": "main",
+    "archive": [{"min": "000000010000000000000002", "max": "00000001000000000000000A"}],
+    "backup": [
+        {"label": "20261129-020000F", "type": "full", "timestamp": {"start": 1795917600, "stop": 1795917660},
+         "info": {"size": 23_000_000, "repository": {"delta": 4_500_000, "size": 4_500_000}}},
+        {"label": "20261129-020000F_20261130-020000D", "type": "diff", "error": False,
+         "timestamp": {"start": 1796004000, "stop": 1796004030},
+         "info": {"size": 23_100_000, "repository": {"delta": 300_000, "size": 300_000}}},
+        {"label": "20261128-020000F", "type": "full", "error": True, "timestamp": {"start": 1, "stop": 2},
+         "info": {"size": 1, "repository": {"delta": 1, "size": 1}}},
+    ],
+}])
+
+
+class Recorder:
+    """Stands in for the docker CLI: records each command, answers from a script."""
+
+    def __init__(self, answers: dict[str, str] | None = None):
+        self.commands: list[list[str]] = []
+        self.answers = answers or {}
+
+    def __call__(self, argv, what):
+        self.commands.append(list(argv))
+        for needle, answer in self.answers.items():
+            if needle in " ".join(argv):
+                return answer
+        return ""
+
+
+def test_info_is_read_newest_first_and_damaged_backups_are_left_out():
+    backups, oldest, newest = parse_info(INFO)
+    assert [b.label for b in backups] == ["20261129-020000F_20261130-020000D", "20261129-020000F"]
+    assert backups[0].size == 300_000 and (oldest, newest) == ("000000010000000000000002", "00000001000000000000000A")
+    assert parse_info("[]") == ([], None, None)
+    with pytest.raises(CliError):
+        parse_info("not json")
+    assert human_size(4_500_000) == "4.3 MiB" and human_size(512) == "512 B"
+    assert human_age(3 * 86400 + 7200) == "3d 2h" and human_age(59) == "0m 59s"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("yesterday", "not an ISO 8601 time"),
+    ("2026-11-30T10:00:00", "give the offset"),
+    ("2026-12-01T10:00:00Z", "is in the future"),
+])
+def test_bad_times_are_refused(text, message):
+    with pytest.raises(CliError) as refused:
+        parse_time(text, now=NOW)
+    assert refused.value.code == EXIT_REFUSED and message in str(refused.value)
+
+
+def test_times_are_read_with_their_offset_and_given_to_pgbackrest_in_utc():
+    moment = parse_time("2026-11-30T11:05:00.25+01:00", now=NOW)
+    assert pgbackrest_time(moment) == "2026-11-30 10:05:00.250000+00"
+
+
+def test_the_commands_are_registered_with_their_arguments(capsys):
+    for argv in (["backup", "--help"], ["backups", "--help"], ["restore", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    assert "--into NEW" in capsys.readouterr().out
+    assert main(["backup", "nosuchstack"]) == EXIT_REFUSED
+    assert "Pulumi.nosuchstack.yaml" in capsys.readouterr().err
+    assert main(["backup", "dev"]) == EXIT_REFUSED
+    assert "coderz:backup.enabled is off" in capsys.readouterr().err
+    assert main(["restore", "prod", "--time", "2026-11-30T10:00"]) == EXIT_REFUSED
+
+
+def test_prod_is_reached_over_ssh_and_pgbackrest_runs_in_the_sidecar_as_postgres():
+    runner = Recorder({"info": INFO})
+    host = DockerDatabaseHost("prod", run=runner)
+    assert backup_command.handle(type("A", (), {"stack": "prod", "type": "diff"})(), host) == 0
+    docker = ["docker", "-H", "ssh://deploy@prod.coderz.example:22"]
+    assert runner.commands[0] == [*docker, "exec", "-u", "postgres", "coderz-prod-backup", "pgbackrest", "--stanza=main",
+                                  "--type=diff", "backup"]
+    assert host.apps == [f"coderz-prod-{api}-{i}" for api in ("dotnet-api", "python-api") for i in (1, 2, 3)]
+
+
+def test_restore_into_a_clone_reads_the_source_repository_volume():
+    runner = Recorder({"inspect -f {{.Config.Image}}": "coderz/postgres-pgbackrest:abc\n",
+                       "{{json .State}}": '{"Running": true, "Health": {"Status": "healthy"}}', "pg_is_in_recovery": "f\n",
+                       "info": INFO})
+    clone = DockerDatabaseHost("qa", source="prod", run=runner)
+    source = DockerDatabaseHost("prod", run=runner)
+    assert restore("prod", source, clone, parse_time("2026-11-30T10:00:00Z", now=NOW)) == 0
+    commands = [" ".join(c) for c in runner.commands]
+    (run,) = [c for c in commands if " run --rm " in c]
+    assert "--volumes-from coderz-qa-backup -v coderz-prod-backup-data:/var/lib/pgbackrest-source" in run
+    assert run.endswith("pgbackrest --repo1-path=/var/lib/pgbackrest-source --stanza=main --delta --type=time "
+                        "--target=2026-11-30 10:00:00.000000+00 --target-action=promote restore")
+    order = [c.split(" ")[3] for c in commands if c.split(" ")[3] in ("stop", "start", "run")]
+    assert order == ["stop", "stop", "run", "start", "start"]  # apps, postgres, restore, postgres, apps
+    assert not any("coderz-prod-postgres" in c for c in commands if " stop " in c), "the source is never stopped"
+
+
+def test_a_restore_is_refused_before_the_first_backup_without_touching_anything():
+    runner = Recorder({"info": INFO})
+    host = DockerDatabaseHost("prod", run=runner)
+    with pytest.raises(CliError) as refused:
+        restore("prod", host, host, parse_time("2026-11-01T00:00:00Z", now=NOW))
+    assert refused.value.code == EXIT_REFUSED and "outside the window" in str(refused.value)
+    assert len(runner.commands) == 1
