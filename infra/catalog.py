@@ -127,8 +127,10 @@ def declare_services(config: StackConfig) -> Catalog:
     from infra.services_kubernetes import kubernetes_services
     from infra.services_logging import logging_services
     from infra.services_monitoring import monitoring_services
+    from infra.services_tools import tool_services
 
-    services += monitoring_services(config) + logging_services(config) + kubernetes_services(config)
+    services += (monitoring_services(config) + logging_services(config) + kubernetes_services(config)
+                 + tool_services(config))
     # The limits above are defaults; a stack overrides them by service name (`coderz:limits`).
     services = [
         s.model_copy(update={"limits": config.limits[s.name]}) if s.name in config.limits else s for s in services

@@ -20,6 +20,7 @@ from components.gateway.acme import AcmeConfig
 from components.host import TargetConfig
 from components.k3s.settings import K3sConfig
 from components.logging.settings import LoggingConfig
+from components.mail.settings import SmtpRelayConfig, upstream_problem
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
 from components.spec import Frozen, Limits, PinnedImage
 from components.yamltext import load_yaml
@@ -104,6 +105,7 @@ class StackConfig(Frozen):
     monitoring: MonitoringConfig = MonitoringConfig()
     logging: LoggingConfig = LoggingConfig()
     smtp: SmtpConfig | None = None
+    smtp_relay: SmtpRelayConfig = SmtpRelayConfig()
     k3s: K3sConfig = K3sConfig()
     # Per-service overrides of the limits declared in the catalog, by service name.
     limits: dict[str, Limits] = {}
@@ -191,6 +193,10 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
         raise _error(stack, f"{PROJECT}:{key}", message)
     if config.smtp and config.smtp.user and "smtpPassword" not in secrets:
         raise _error(stack, f"{PROJECT}:smtpPassword", "smtp.user needs a password (pulumi config set --secret smtpPassword)")
+    relay_problem = upstream_problem(config.smtp) if config.smtp_relay.enabled else None
+    if relay_problem:
+        key, message = relay_problem
+        raise _error(stack, f"{PROJECT}:{key}", message)
     return config, secrets
 
 

@@ -13,6 +13,8 @@ from components.host import DockerHost, DockerHostArgs
 from components.k3s.cluster import K3sCluster, K3sClusterArgs
 from components.k3s.workloads import K3sWorkloads, K3sWorkloadsArgs
 from components.logging.component import Logging, LoggingArgs
+from components.mail.relay import SmtpRelay, SmtpRelayArgs, client_config
+from components.monitoring.settings import SmtpConfig
 from components.monitoring.component import Monitoring, MonitoringArgs
 from components.monitoring.render import KubernetesTargets
 from components.postgres import Postgres, PostgresArgs, database_name
@@ -130,6 +132,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
         "kibana_url": logging.kibana_url,
     }
 
+    smtp, smtp_password, outputs["smtp_endpoint"] = build_mail(stack, catalog, shared)
+
     kubernetes, kubernetes_token = None, None
     if config.k3s.enabled:
         cluster, workloads = build_kubernetes(stack, catalog, host)
@@ -153,8 +157,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
                 keeps_data=config.keeps_data,
                 postgres_dsn=postgres.monitor_dsn,
                 redis_password=redis.password,
-                smtp=config.smtp,
-                smtp_password=stack.secrets.smtp_password,
+                smtp=smtp,
+                smtp_password=smtp_password,
                 public_url=gateway_public_url(stack),
                 loki_enabled=logging.loki_enabled,
                 loki_url=logging.loki_url or "http://loki:3100",
@@ -174,6 +178,20 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             scrape_jobs=monitoring.scrape_jobs,
         )
     return outputs
+
+
+def build_mail(stack: Stack, catalog: Catalog, shared: dict) -> tuple[SmtpConfig | None, pulumi.Input | None, pulumi.Input | None]:
+    """Where the stack's senders mail (Alertmanager, Grafana; `smtp_endpoint` for the Prefect
+    flows): the relay when the stack runs one, else the upstream itself. Returns the SMTP
+    settings for senders, their password (None through the relay) and the endpoint."""
+    config = stack.config
+    upstream, password = config.smtp, stack.secrets.smtp_password
+    if not config.smtp_relay.enabled:
+        return upstream, password, f"{upstream.host}:{upstream.port}" if upstream else None
+    spec = catalog.get("smtp-relay")
+    relay = SmtpRelay("smtp-relay", SmtpRelayArgs(spec=spec, config=config.smtp_relay, upstream=upstream,
+                                                  upstream_password=password, **shared))
+    return (client_config(upstream, spec) if upstream else None), None, relay.endpoint
 
 
 def host_bridge_ports(stack: Stack) -> tuple[int, ...]:

@@ -41,6 +41,7 @@ from components.spec import Catalog, ServiceSpec
 from infra import services_logging
 from infra.catalog import declare_services
 from infra.config import STACKS, stack_file_config
+from tests.mailservers import postfix
 from tests.servers import (
     free_port,
     http,
@@ -138,6 +139,9 @@ HEALTH: dict[str, Health] = {
     "k3s": Health(6443, None, "kubectl inside the rancher/k3s image reads the server's admin kubeconfig "
                   "(https://127.0.0.1:6443); /readyz answers 200 'ok' once the API server is ready", "k3s",
                   ok=(200, b"ok"), down=(500, b"[-]etcd failed: reason withheld\nreadyz check failed")),
+    "smtp-relay": Health(587, None, "boky/postfix opens Postfix's submission service on 587 (its own health script "
+                         "greps the banner for ESMTP Postfix); a Postfix that refuses service greets with 421",
+                         "postfix", down=(421, b"4.3.2 Service shutting down")),
 }
 
 # Probes found wrong: (service, test) -> why. Each is an xfail(strict=True) until the declaration
@@ -393,6 +397,15 @@ def stand_in(case: Case, mode: str) -> Iterator[Target]:
             password = REDIS_PASSWORD if mode == "healthy" else "not-the-password"
             yield Target(port, {"REDIS_PASSWORD": password}, redis_port=port)
         return
+    if kind == "postfix":
+        if mode == "healthy":  # Debian's Postfix, its smtpd on the test port
+            with postfix(lambda folder: {}) as server:
+                yield Target(server.port)
+            return
+        if mode == "down":
+            with greeter(b"%d %s\r\n" % health.down) as port:
+                yield Target(port)
+            return
     if kind == "k3s":
         # kubectl finds the API through its kubeconfig: one pointing at the stand-in.
         folder = scratch_dir("probe-k3s-")
@@ -455,6 +468,33 @@ current-context: k3s
         yield Target(server.server_address[1])
 
 
+@contextlib.contextmanager
+def greeter(banner: bytes) -> Iterator[int]:
+    """A TCP server on a free loopback port that sends `banner` to each client and closes."""
+    import socket
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except OSError:
+                continue
+            with client:
+                client.sendall(banner)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
 # --- running a probe ----------------------------------------------------------------------------
 
 
@@ -498,6 +538,11 @@ def run_probe(case: Case, target: Target, shims: Path) -> tuple[int | None, str]
 def test_probe_targets_the_port_and_path_its_server_serves(case: Case):
     spec, health = case.spec, case.health
     declared = {spec.port, spec.metrics_port} - {None}
+    if health.path is None and probed_ports(spec):
+        # A non-HTTP probe with an address (an SMTP banner over /dev/tcp): the server's port.
+        assert probed_ports(spec) == {health.port} and health.port in declared, (spec.health.test, health.source)
+        assert probed_paths(spec) == set(), spec.health.test
+        return
     if health.path is None:
         # No address in the probe: the client's default port must be where the server listens.
         assert probed_ports(spec) == set() and probed_paths(spec) == set(), spec.health.test

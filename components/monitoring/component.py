@@ -185,6 +185,8 @@ class Monitoring(pulumi.ComponentResource):
                 "GF_AUTH_ANONYMOUS_ENABLED=false",
                 "GF_ANALYTICS_REPORTING_ENABLED=false",
                 "GF_ANALYTICS_CHECK_FOR_UPDATES=false",
+                *render.grafana_smtp_env(args.smtp),
+                *([_secret_env("GF_SMTP_PASSWORD", args.smtp_password)] if args.smtp and args.smtp.user else []),
             ],
             files=grafana_files,
             depends_on=[prometheus],

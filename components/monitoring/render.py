@@ -260,6 +260,18 @@ def render_alertmanager_config(smtp: SmtpConfig | None, password: str | None = N
     return _yaml(config)
 
 
+def grafana_smtp_env(smtp: SmtpConfig | None) -> list[str]:
+    """Grafana's mailer (alert notifications, invites) through `smtp`; off without it. The
+    password, when there is one, is the caller's to add as a secret variable."""
+    if smtp is None:
+        return ["GF_SMTP_ENABLED=false"]
+    env = ["GF_SMTP_ENABLED=true", f"GF_SMTP_HOST={smtp.host}:{smtp.port}", f"GF_SMTP_FROM_ADDRESS={smtp.from_address}",
+           f"GF_SMTP_STARTTLS_POLICY={'MandatoryStartTLS' if smtp.starttls else 'NoStartTLS'}"]
+    if smtp.user:
+        env.append(f"GF_SMTP_USER={smtp.user}")
+    return env
+
+
 def render_grafana_datasources(prometheus_url: str, *, loki_url: str | None = None,
                                elasticsearch_url: str | None = None,
                                elasticsearch_index: str = "gateway-*") -> str:

@@ -1,0 +1,36 @@
+"""The tools of a stack, declared once: the SMTP relay every sender mails through, and
+(per-stack toggles) pgAdmin, the k6 load-test runner and the docs site.
+
+Nothing here is public; what an operator opens (pgAdmin, k6's REST API, the docs) is bound on
+the host's loopback only, reached through an SSH tunnel.
+"""
+
+from __future__ import annotations
+
+from components.mail.settings import RELAY_PORT
+from components.spec import HealthCheck, Limits, ServiceSpec
+from infra.config import StackConfig
+
+
+def smtp_check(port: int) -> HealthCheck:
+    """Healthy while Postfix greets on `port` (its 220 banner), read over bash's /dev/tcp (the
+    image has bash, no wget or curl)."""
+    probe = f"exec 3<>/dev/tcp/127.0.0.1/{port} && head -n1 <&3 | grep -q '^220 .*ESMTP Postfix'"
+    return HealthCheck(test=("CMD", "bash", "-c", probe))
+
+
+def tool_services(config: StackConfig) -> list[ServiceSpec]:
+    """The tools the stack turns on, in start order."""
+    services = []
+    if config.smtp_relay.enabled:
+        upstream = f"relays to {config.smtp.host}:{config.smtp.port} over TLS" if config.smtp else "no upstream: mail is held"
+        services.append(ServiceSpec(
+            name="smtp-relay",
+            image=config.smtp_relay.image,
+            port=RELAY_PORT,
+            tier="tools",
+            description=f"Postfix relay for the stack's mail ({upstream})",
+            health=smtp_check(RELAY_PORT),
+            limits=Limits(memory_mb=64, cpus=0.25),
+        ))
+    return services
