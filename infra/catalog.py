@@ -17,7 +17,9 @@ PYAPI_SOURCE = REPO_ROOT / "apps" / "pyapi"
 
 # Loopback ports are `ports.base + offset`; offsets are fixed so a port names its service
 # on every stack (prod 5032, qa 5132 and dev 5232 are all PostgreSQL).
-LOOPBACK_OFFSETS = {"postgres": 32, "grafana": 30, "kibana": 56, "prometheus": 90, "alertmanager": 93, "k3s": 43}
+LOOPBACK_OFFSETS = {"postgres": 32, "grafana": 30, "kibana": 56, "prometheus": 90, "alertmanager": 93, "k3s": 43,
+                    # the reference's pgAdmin :5080, docs :3333, k6 :9000
+                    "pgadmin": 80, "docs": 33, "k6": 0}
 
 
 def source_digest(folder: Path) -> str:

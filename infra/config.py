@@ -22,6 +22,7 @@ from components.k3s.settings import K3sConfig
 from components.logging.settings import LoggingConfig
 from components.mail.settings import SmtpRelayConfig, upstream_problem
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
+from components.pgadmin.settings import PgAdminConfig
 from components.spec import Frozen, Limits, PinnedImage
 from components.yamltext import load_yaml
 from infra.tls import check_gateway_tls
@@ -106,6 +107,7 @@ class StackConfig(Frozen):
     logging: LoggingConfig = LoggingConfig()
     smtp: SmtpConfig | None = None
     smtp_relay: SmtpRelayConfig = SmtpRelayConfig()
+    pgadmin: PgAdminConfig = PgAdminConfig()
     k3s: K3sConfig = K3sConfig()
     # Per-service overrides of the limits declared in the catalog, by service name.
     limits: dict[str, Limits] = {}
@@ -193,6 +195,9 @@ def parse(raw: Mapping[str, Any], stack: str) -> tuple[StackConfig, dict[str, st
         raise _error(stack, f"{PROJECT}:{key}", message)
     if config.smtp and config.smtp.user and "smtpPassword" not in secrets:
         raise _error(stack, f"{PROJECT}:smtpPassword", "smtp.user needs a password (pulumi config set --secret smtpPassword)")
+    if config.pgadmin.enabled and not config.monitoring.enabled:
+        raise _error(stack, f"{PROJECT}:pgadmin.enabled",
+                     "pgAdmin logs in as the monitor role, which exists with monitoring.enabled only")
     relay_problem = upstream_problem(config.smtp) if config.smtp_relay.enabled else None
     if relay_problem:
         key, message = relay_problem

@@ -15,9 +15,10 @@ from components.k3s.workloads import K3sWorkloads, K3sWorkloadsArgs
 from components.logging.component import Logging, LoggingArgs
 from components.mail.relay import SmtpRelay, SmtpRelayArgs, client_config
 from components.monitoring.settings import SmtpConfig
+from components.pgadmin.component import PgAdmin, PgAdminArgs
 from components.monitoring.component import Monitoring, MonitoringArgs
 from components.monitoring.render import KubernetesTargets
-from components.postgres import Postgres, PostgresArgs, database_name
+from components.postgres import MONITOR_ROLE, Postgres, PostgresArgs, database_name
 from components.redis import Redis, RedisArgs
 from components.spec import Catalog
 from infra.catalog import PYAPI_SOURCE, declare_services, loopback_port
@@ -133,6 +134,12 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
     }
 
     smtp, smtp_password, outputs["smtp_endpoint"] = build_mail(stack, catalog, shared)
+    if config.pgadmin.enabled:
+        pgadmin = PgAdmin("pgadmin", PgAdminArgs(spec=catalog.get("pgadmin"), postgres=catalog.get("postgres"),
+                                                 username=MONITOR_ROLE, config=config.pgadmin,
+                                                 keep_data=config.keeps_data, **shared),
+                          opts=pulumi.ResourceOptions(depends_on=[postgres]))
+        outputs.update(pgadmin_url=pgadmin.url, pgadmin_admin_password=pgadmin.admin_password)
 
     kubernetes, kubernetes_token = None, None
     if config.k3s.enabled:

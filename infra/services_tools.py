@@ -8,7 +8,9 @@ the host's loopback only, reached through an SSH tunnel.
 from __future__ import annotations
 
 from components.mail.settings import RELAY_PORT
+from components.pgadmin.settings import LISTEN_PORT as PGADMIN_PORT
 from components.spec import HealthCheck, Limits, ServiceSpec
+from infra.catalog import http_check, loopback_port
 from infra.config import StackConfig
 
 
@@ -32,5 +34,17 @@ def tool_services(config: StackConfig) -> list[ServiceSpec]:
             description=f"Postfix relay for the stack's mail ({upstream})",
             health=smtp_check(RELAY_PORT),
             limits=Limits(memory_mb=64, cpus=0.25),
+        ))
+    if config.pgadmin.enabled:
+        services.append(ServiceSpec(
+            name="pgadmin",
+            image=config.pgadmin.image,
+            port=PGADMIN_PORT,
+            tier="tools",
+            description="pgAdmin 4 for the stack's PostgreSQL (SSH tunnel)",
+            health=http_check(PGADMIN_PORT, "/misc/ping"),
+            limits=Limits(memory_mb=384, cpus=0.5),
+            host_port=loopback_port(config, "pgadmin"),
+            depends_on=("postgres",),
         ))
     return services

@@ -139,6 +139,8 @@ HEALTH: dict[str, Health] = {
     "k3s": Health(6443, None, "kubectl inside the rancher/k3s image reads the server's admin kubeconfig "
                   "(https://127.0.0.1:6443); /readyz answers 200 'ok' once the API server is ready", "k3s",
                   ok=(200, b"ok"), down=(500, b"[-]etcd failed: reason withheld\nreadyz check failed")),
+    "pgadmin": Health(80, "/misc/ping", "pgAdmin 4 answers its ping endpoint /misc/ping with PING, on "
+                      "PGADMIN_LISTEN_PORT (80 in the image, as our component sets it)", "stub", ok=(200, b"PING")),
     "smtp-relay": Health(587, None, "boky/postfix opens Postfix's submission service on 587 (its own health script "
                          "greps the banner for ESMTP Postfix); a Postfix that refuses service greets with 421",
                          "postfix", down=(421, b"4.3.2 Service shutting down")),
