@@ -7,6 +7,7 @@ the host's loopback only, reached through an SSH tunnel.
 
 from __future__ import annotations
 
+from components.k6.settings import API_PORT as K6_API_PORT
 from components.mail.settings import RELAY_PORT
 from components.pgadmin.settings import LISTEN_PORT as PGADMIN_PORT
 from components.spec import HealthCheck, Limits, ServiceSpec
@@ -46,5 +47,18 @@ def tool_services(config: StackConfig) -> list[ServiceSpec]:
             limits=Limits(memory_mb=384, cpus=0.5),
             host_port=loopback_port(config, "pgadmin"),
             depends_on=("postgres",),
+        ))
+    if config.k6.enabled:
+        services.append(ServiceSpec(
+            name="k6",
+            image=config.k6.image,
+            port=K6_API_PORT,
+            tier="tools",
+            description="k6 load-test runner (`coderz loadtest`), REST API while a test runs",
+            # No server while idle: healthy while the binary runs (the image has no wget).
+            health=HealthCheck(test=("CMD", "k6", "version")),
+            limits=Limits(memory_mb=512, cpus=1.0),
+            host_port=loopback_port(config, "k6"),
+            depends_on=("gateway",),
         ))
     return services

