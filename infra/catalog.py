@@ -22,10 +22,12 @@ LOOPBACK_OFFSETS = {"postgres": 32, "grafana": 30, "kibana": 56, "prometheus": 9
                     "pgadmin": 80, "docs": 33, "k6": 0}
 
 
-def source_digest(folder: Path) -> str:
-    """A content hash of a build context, so an edit rebuilds the image and nothing else does."""
+def source_digest(folder: Path, exclude: tuple[str, ...] = ()) -> str:
+    """A content hash of a build context, so an edit rebuilds the image and nothing else does;
+    `exclude` names top-level entries left out (a local build's output)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                       and p.relative_to(folder).parts[0] not in exclude):
         digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

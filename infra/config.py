@@ -24,6 +24,7 @@ from components.mail.settings import SmtpRelayConfig, upstream_problem
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
 from components.pgadmin.settings import PgAdminConfig
 from components.k6.settings import K6Config
+from components.docs_site import DocsConfig
 from components.spec import Frozen, Limits, PinnedImage
 from components.yamltext import load_yaml
 from infra.tls import check_gateway_tls
@@ -110,6 +111,7 @@ class StackConfig(Frozen):
     smtp_relay: SmtpRelayConfig = SmtpRelayConfig()
     pgadmin: PgAdminConfig = PgAdminConfig()
     k6: K6Config = K6Config()
+    docs: DocsConfig = DocsConfig()
     k3s: K3sConfig = K3sConfig()
     # Per-service overrides of the limits declared in the catalog, by service name.
     limits: dict[str, Limits] = {}

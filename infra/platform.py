@@ -15,6 +15,7 @@ from components.k3s.workloads import K3sWorkloads, K3sWorkloadsArgs
 from components.logging.component import Logging, LoggingArgs
 from components.mail.relay import SmtpRelay, SmtpRelayArgs, client_config
 from components.monitoring.settings import SmtpConfig
+from components.docs_site import DocsSite, DocsSiteArgs
 from components.k6.component import K6Runner, K6RunnerArgs
 from components.pgadmin.component import PgAdmin, PgAdminArgs
 from components.monitoring.component import Monitoring, MonitoringArgs
@@ -141,6 +142,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
                                                  keep_data=config.keeps_data, **shared),
                           opts=pulumi.ResourceOptions(depends_on=[postgres]))
         outputs.update(pgadmin_url=pgadmin.url, pgadmin_admin_password=pgadmin.admin_password)
+    if config.docs.enabled:
+        outputs["docs_url"] = DocsSite("docs", DocsSiteArgs(spec=catalog.get("docs"), **shared)).url
     if config.k6.enabled:
         remote_write = f"http://prometheus:{catalog.get('prometheus').port}/api/v1/write" if "prometheus" in catalog else None
         k6 = K6Runner("k6", K6RunnerArgs(spec=catalog.get("k6"), config=config.k6, remote_write_url=remote_write, **shared),

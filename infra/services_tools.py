@@ -7,11 +7,12 @@ the host's loopback only, reached through an SSH tunnel.
 
 from __future__ import annotations
 
+from components.docs_site import DOCS_SOURCE, LISTEN_PORT as DOCS_PORT
 from components.k6.settings import API_PORT as K6_API_PORT
 from components.mail.settings import RELAY_PORT
 from components.pgadmin.settings import LISTEN_PORT as PGADMIN_PORT
-from components.spec import HealthCheck, Limits, ServiceSpec
-from infra.catalog import http_check, loopback_port
+from components.spec import HealthCheck, Limits, Route, ServiceSpec
+from infra.catalog import PROJECT, http_check, loopback_port, source_digest
 from infra.config import StackConfig
 
 
@@ -47,6 +48,19 @@ def tool_services(config: StackConfig) -> list[ServiceSpec]:
             limits=Limits(memory_mb=384, cpus=0.5),
             host_port=loopback_port(config, "pgadmin"),
             depends_on=("postgres",),
+        ))
+    if config.docs.enabled:
+        services.append(ServiceSpec(
+            name="docs",
+            # built from docs/ by the program; the tag is its content hash (site/ is a local build)
+            image=f"{PROJECT}/docs:{source_digest(DOCS_SOURCE, exclude=('site',))}",
+            port=DOCS_PORT,
+            tier="tools",
+            description="Docs site (MkDocs Material), under the gateway at /docs/",
+            health=http_check(DOCS_PORT, "/"),
+            limits=Limits(memory_mb=32, cpus=0.25),
+            route=Route(path_prefix="/docs/", cache_ttl_s=config.docs.cache_ttl_s),
+            host_port=loopback_port(config, "docs") if config.docs.publish else None,
         ))
     if config.k6.enabled:
         services.append(ServiceSpec(

@@ -141,6 +141,8 @@ HEALTH: dict[str, Health] = {
                   ok=(200, b"ok"), down=(500, b"[-]etcd failed: reason withheld\nreadyz check failed")),
     "pgadmin": Health(80, "/misc/ping", "pgAdmin 4 answers its ping endpoint /misc/ping with PING, on "
                       "PGADMIN_LISTEN_PORT (80 in the image, as our component sets it)", "stub", ok=(200, b"PING")),
+    "docs": Health(8080, "/", "the docs image's nginx (nginx-unprivileged, listening on 8080 by our rendered "
+                   "nginx.conf) answers / with the site's index.html", "stub", ok=(200, b"<!doctype html>")),
     "k6": Health(6565, None, "k6 serves its REST API on 6565 only while a test runs; idle, the runner is healthy while "
                  "the image's k6 binary runs (`k6 version`)", "k6"),
     "smtp-relay": Health(587, None, "boky/postfix opens Postfix's submission service on 587 (its own health script "
