@@ -64,6 +64,8 @@ class GatewayConfig(Frozen):
     rate_limit_burst: int = Field(default=40, ge=0)
     tls: TlsConfig | None = None
     acme: AcmeConfig | None = None
+    # the landing page at / and its assets at /static/, from site/
+    landing_page: bool = True
 
     @property
     def tls_mode(self) -> Literal["acme", "manual"] | None:

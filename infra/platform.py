@@ -9,6 +9,7 @@ import pulumi
 
 from components.api import Api, ApiArgs, Database, RedisEndpoint
 from components.gateway.component import Gateway, GatewayArgs, GatewayTls
+from components.gateway.site import site_files
 from components.host import DockerHost, DockerHostArgs
 from components.k3s.cluster import K3sCluster, K3sClusterArgs
 from components.k3s.workloads import K3sWorkloads, K3sWorkloadsArgs
@@ -111,6 +112,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             public_https_port=config.ports.https or 443,
             rate_limit_rps=config.gateway.rate_limit_rps,
             rate_limit_burst=config.gateway.rate_limit_burst,
+            site=site_files() if config.gateway.landing_page else {},
             depends_on=[redis],
             **shared,
         ),

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from infra import loadtests
-from tests.servers import IN_CI, free_port, process, redis_server, scratch_dir
-from tests.test_gateway_nginx import PYAPI, REDIS_PASSWORD, Backend, DnsStub, gateway, route
+from tests.servers import IN_CI, free_port, process, python_api, redis_server, scratch_dir
+from tests.test_gateway_nginx import REDIS_PASSWORD, Backend, DnsStub, gateway, route
 
 THRESHOLDS_CROSSED = 99  # k6's exit code when a threshold fails
 
@@ -64,18 +64,11 @@ def dns():
 @pytest.fixture(scope="module")
 def real_api_gateway(redis_port, dns):
     """The gateway with the python-api route (as the catalog declares it) to the real pyapi."""
-    port = free_port()
-    env = {"PORT": str(port), "DATABASE_URL": f"postgresql://api:pw@127.0.0.1:{free_port()}/api",
-           "REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_port}/1", "SERVICE_NAME": "python-api"}
-    folder = scratch_dir("k6-pyapi-")
-    try:
-        with process([sys.executable, str(PYAPI)], port=port, env=env, log=folder / "pyapi.log"):
-            dns.records["python-api"] = ["127.0.0.1"]
-            with gateway((route("python-api", "python-api", port, ttl=5),), redis_port=redis_port,
-                         resolver=dns.address) as gw:
-                yield gw
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with python_api(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_port}/1") as port:
+        dns.records["python-api"] = ["127.0.0.1"]
+        with gateway((route("python-api", "python-api", port, ttl=5),), redis_port=redis_port,
+                     resolver=dns.address) as gw:
+            yield gw
 
 
 def test_smoke_passes_against_the_real_gateway_and_api(real_api_gateway):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field
 
 from components.spec import Frozen, PinnedImage
 
