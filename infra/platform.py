@@ -202,7 +202,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
 def build_mail(stack: Stack, catalog: Catalog, shared: dict) -> tuple[SmtpConfig | None, pulumi.Input | None, pulumi.Input | None]:
     """Where the stack's senders mail (Alertmanager, Grafana; `smtp_endpoint` for the Prefect
     flows): the relay when the stack runs one, else the upstream itself. Returns the SMTP
-    settings for senders, their password (None through the relay) and the endpoint."""
+    settings for senders, their password (None through the relay) and the endpoint: a new
+    sender (the Prefect flows' component) takes the same pair as Monitoring does."""
     config = stack.config
     upstream, password = config.smtp, stack.secrets.smtp_password
     if not config.smtp_relay.enabled:

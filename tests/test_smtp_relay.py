@@ -127,6 +127,8 @@ def test_component_gives_the_container_the_rendered_settings_and_a_secret_passwo
     (upload,) = [u for u in container.plain["uploads"] if u["file"] == mail.PASSWORD_MAP]
     assert upload["content"] == f"[smtp.coderz.example]:587 {USER}:{PASSWORD}\n"
     assert PASSWORD not in str([unwrap(e) for e in container.inputs["envs"]])
+    (init,) = [u for u in container.plain["uploads"] if u["file"] == INIT_SCRIPT]
+    assert "relaying all mail to [smtp.coderz.example]:587, TLS required" in init["content"]
 
 
 def test_component_without_upstream_holds_mail_and_says_so(monitor, provider):

@@ -8,13 +8,15 @@ tests feed to a real Postfix.
 
 from __future__ import annotations
 
+import shlex
+
 import pulumi
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from components.container import ConfigFile, ContainerService, ContainerServiceArgs, Placement
 from components.mail.settings import (
-    LOCAL_ONLY_LOG, PASSWORD_MAP, RELAY_PORT, SmtpRelayConfig, password_map, postfix_settings, sender_domain,
-    upstream_problem,
+    LOCAL_ONLY_LOG, PASSWORD_MAP, RELAY_PORT, SmtpRelayConfig, password_map, postfix_settings, relayhost,
+    sender_domain, upstream_problem,
 )
 from components.monitoring.settings import SmtpConfig
 from components.spec import InputStr, ServiceSpec
@@ -52,6 +54,13 @@ def client_config(upstream: SmtpConfig, spec: ServiceSpec) -> SmtpConfig:
     return upstream.model_copy(update={"host": spec.name, "port": spec.port, "user": None, "starttls": False})
 
 
+def mode_line(upstream: SmtpConfig | None) -> str:
+    """The relay's one start-up line: where mail goes."""
+    if upstream is None:
+        return LOCAL_ONLY_LOG
+    return f"coderz smtp-relay: relaying all mail to {relayhost(upstream)}, TLS required, logged in as {upstream.user}"
+
+
 class SmtpRelay(pulumi.ComponentResource):
     """Owns the relay container; its password map is a secret upload."""
 
@@ -63,11 +72,11 @@ class SmtpRelay(pulumi.ComponentResource):
         upstream = args.upstream
         settings = postfix_settings(args.config, upstream)
         envs: list[InputStr] = [f"POSTFIX_{key}={value}" for key, value in settings.items()]
-        files = []
+        # Said once at start-up, where `docker logs` shows it (the image's own lines speak of
+        # direct delivery: it does not know the POSTFIX_relayhost set here).
+        files = [ConfigFile(path=INIT_SCRIPT, content=f"#!/bin/sh\necho {shlex.quote(mode_line(upstream))}\n", executable=True)]
         if upstream is None:
             envs.append("ALLOW_EMPTY_SENDER_DOMAINS=true")
-            # Said once at start-up, where `docker logs` shows it.
-            files.append(ConfigFile(path=INIT_SCRIPT, content=f"#!/bin/sh\necho '{LOCAL_ONLY_LOG}'\n", executable=True))
             pulumi.log.info(LOCAL_ONLY_LOG, resource=self)
         else:
             envs.append(f"ALLOWED_SENDER_DOMAINS={sender_domain(upstream)}")
