@@ -109,7 +109,7 @@ class PublicPort(Frozen):
     container: int = Field(ge=1, le=65535)
 
 
-Tier = Literal["edge", "app", "data", "monitoring", "logging", "orchestration", "kubernetes"]
+Tier = Literal["edge", "app", "data", "monitoring", "logging", "orchestration", "kubernetes", "tools"]
 
 
 class ServiceSpec(Frozen):

@@ -21,13 +21,17 @@ PYAPI_SOURCE = REPO_ROOT / "apps" / "pyapi"
 # Loopback ports are `ports.base + offset`; offsets are fixed so a port names its service
 # on every stack (prod 5032, qa 5132 and dev 5232 are all PostgreSQL).
 LOOPBACK_OFFSETS = {"postgres": 32, "grafana": 30, "prefect-server": 42, "kibana": 56, "prometheus": 90,
-                    "alertmanager": 93, "k3s": 64}
+                    "alertmanager": 93, "k3s": 64,
+                    # the reference's pgAdmin :5080, docs :3333, k6 :9000
+                    "pgadmin": 80, "docs": 33, "k6": 0}
 
 
-def source_digest(folder: Path) -> str:
-    """A content hash of a build context, so an edit rebuilds the image and nothing else does."""
+def source_digest(folder: Path, exclude: tuple[str, ...] = ()) -> str:
+    """A content hash of a build context, so an edit rebuilds the image and nothing else does;
+    `exclude` names top-level entries left out (a local build's output)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                       and p.relative_to(folder).parts[0] not in exclude):
         digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
@@ -167,9 +171,10 @@ def declare_services(config: StackConfig) -> Catalog:
     from infra.services_logging import logging_services
     from infra.services_monitoring import monitoring_services
     from infra.services_orchestration import orchestration_services
+    from infra.services_tools import tool_services
 
     services += (backup_services(config) + monitoring_services(config) + logging_services(config)
-                 + orchestration_services(config) + kubernetes_services(config))
+                 + orchestration_services(config) + kubernetes_services(config) + tool_services(config))
     # The limits above are defaults; a stack overrides them by service name (`coderz:limits`).
     services = [
         s.model_copy(update={"limits": config.limits[s.name]}) if s.name in config.limits else s for s in services

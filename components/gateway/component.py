@@ -13,13 +13,14 @@ that is the one deploy that interrupts the gateway (it alone binds the public po
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pulumi
 from pydantic import BaseModel, ConfigDict
 
 from components.container import ConfigFile, ContainerService, ContainerServiceArgs, Placement
 from components.gateway.acme import GATEWAY_STORE, GATEWAY_WEBROOT, LIVE_PEM, Acme, AcmeArgs, AcmeConfig
+from components.gateway.site import SITE_ROOT
 from components.gateway.render import (
     CONF_PATH,
     LUA_DIR,
@@ -60,15 +61,20 @@ class GatewayArgs(BaseModel):
     public_https_port: int = 443
     rate_limit_rps: int = 20
     rate_limit_burst: int = 40
+    # The landing page and /static/ (site.site_files(): path under the site root -> text).
+    site: Mapping[str, str] = {}
     depends_on: Sequence[pulumi.Resource] = ()
 
 
 def gateway_render(args: GatewayArgs) -> GatewayRender:
     """The nginx settings of the container, from the catalog and the stack's gateway config."""
     spec = args.catalog.get("gateway")
+    routes = routes_from_catalog(args.catalog)
+    if args.site and any(r.path_prefix.startswith("/static/") for r in routes):
+        raise ValueError("a route under /static/ would hide the site's assets")
     https = next((p.container for p in spec.public_ports if p.container != spec.port), 8443)
     return GatewayRender(
-        routes=routes_from_catalog(args.catalog),
+        routes=routes,
         redis_host="redis",
         redis_port=args.catalog.get("redis").port,
         http_port=spec.port,
@@ -82,6 +88,7 @@ def gateway_render(args: GatewayArgs) -> GatewayRender:
         acme_webroot=GATEWAY_WEBROOT if args.acme else None,
         rate_limit_rps=args.rate_limit_rps,
         rate_limit_burst=args.rate_limit_burst,
+        site_root=SITE_ROOT if args.site else None,
         **workers_from_limits(spec.limits),
     )
 
@@ -99,6 +106,7 @@ class Gateway(pulumi.ComponentResource):
         render = gateway_render(args)
         files: list[tuple[str, InputStr, int]] = [(CONF_PATH, render_nginx_conf(render), 0o644)]
         files += [(f"{LUA_DIR}/{file}", text, 0o644) for file, text in sorted(lua_files().items())]
+        files += [(f"{SITE_ROOT}/{file}", text, 0o644) for file, text in sorted(args.site.items())]
         if args.tls:
             files += [(TLS_CERT_PATH, args.tls.certificate, 0o644),
                       (TLS_KEY_PATH, pulumi.Output.secret(args.tls.private_key), 0o600)]

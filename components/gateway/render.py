@@ -78,6 +78,8 @@ class GatewayRender(Frozen):
     tls_check_interval_s: int = Field(default=60, ge=1, le=3600)
     acme_webroot: str | None = Field(default=None, pattern=_PATH)
     domain: str | None = Field(default=None, pattern=_HOST)
+    # The landing page (/) and /static/ from this folder (components/gateway/site.py); None: neither.
+    site_root: str | None = Field(default=None, pattern=_PATH)
     hsts_max_age_s: int = Field(default=31_536_000, ge=0)
 
     rate_limit_rps: int = Field(default=20, ge=1)

@@ -54,6 +54,8 @@ class MonitoringArgs(BaseModel):
     kubernetes: render.KubernetesTargets | None = None
     kubernetes_token: InputStr | None = None
     backup: render.BackupCheck | None = None
+    # The stack's k6 runner pushes results: Prometheus receives remote writes, Grafana charts them.
+    k6_results: bool = False
     # Resources the exporters wait for (the PostgreSQL and Redis components).
     depends_on: Sequence[pulumi.Resource] = ()
 
@@ -152,7 +154,7 @@ class Monitoring(pulumi.ComponentResource):
                 prometheus_files.append(ConfigFile(path=ca_file, content=args.kubernetes.ca_certificate))
         prometheus = run(
             "prometheus",
-            command=render.prometheus_flags(retention_days=config.retention_days),
+            command=render.prometheus_flags(retention_days=config.retention_days, remote_write_receiver=args.k6_results),
             files=prometheus_files,
             volumes=[VolumeMount(container_path=render.PROMETHEUS_DATA, volume_name=volume.name)],
             depends_on=[alertmanager],
@@ -172,7 +174,7 @@ class Monitoring(pulumi.ComponentResource):
             ConfigFile(path=f"{GRAFANA_PROVISIONING}/datasources/coderz.yml", content=datasources),
             ConfigFile(path=f"{GRAFANA_PROVISIONING}/dashboards/coderz.yml", content=render.render_grafana_dashboard_provider()),
             *(ConfigFile(path=f"{render.GRAFANA_DASHBOARDS_DIR}/{file}", content=text)
-              for file, text in render.dashboards(kubernetes=args.kubernetes is not None).items()),
+              for file, text in render.dashboards(kubernetes=args.kubernetes is not None, k6=args.k6_results).items()),
         ]
         grafana = run(
             "grafana",
@@ -185,6 +187,8 @@ class Monitoring(pulumi.ComponentResource):
                 "GF_AUTH_ANONYMOUS_ENABLED=false",
                 "GF_ANALYTICS_REPORTING_ENABLED=false",
                 "GF_ANALYTICS_CHECK_FOR_UPDATES=false",
+                *render.grafana_smtp_env(args.smtp),
+                *([_secret_env("GF_SMTP_PASSWORD", args.smtp_password)] if args.smtp and args.smtp.user else []),
             ],
             files=grafana_files,
             depends_on=[prometheus],

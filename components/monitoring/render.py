@@ -51,10 +51,13 @@ def _yaml(document: Mapping[str, Any]) -> str:
     return dump_yaml(document)
 
 
-def prometheus_flags(*, retention_days: int, config_dir: str = CONFIG_DIR, data_dir: str = PROMETHEUS_DATA) -> list[str]:
-    """Prometheus' command line (retention is a flag, not a config key)."""
-    return [f"--config.file={config_dir}/prometheus.yml", f"--storage.tsdb.path={data_dir}",
-            f"--storage.tsdb.retention.time={retention_days}d"]
+def prometheus_flags(*, retention_days: int, config_dir: str = CONFIG_DIR, data_dir: str = PROMETHEUS_DATA,
+                     remote_write_receiver: bool = False) -> list[str]:
+    """Prometheus' command line (retention is a flag, not a config key). The remote-write
+    receiver (/api/v1/write) is on only for a stack whose k6 runner pushes results."""
+    flags = [f"--config.file={config_dir}/prometheus.yml", f"--storage.tsdb.path={data_dir}",
+             f"--storage.tsdb.retention.time={retention_days}d"]
+    return flags + (["--web.enable-remote-write-receiver"] if remote_write_receiver else [])
 
 
 def alertmanager_flags(*, config_file: str = ALERTMANAGER_CONFIG, data_dir: str = ALERTMANAGER_DATA) -> list[str]:
@@ -260,6 +263,18 @@ def render_alertmanager_config(smtp: SmtpConfig | None, password: str | None = N
     return _yaml(config)
 
 
+def grafana_smtp_env(smtp: SmtpConfig | None) -> list[str]:
+    """Grafana's mailer (alert notifications, invites) through `smtp`; off without it. The
+    password, when there is one, is the caller's to add as a secret variable."""
+    if smtp is None:
+        return ["GF_SMTP_ENABLED=false"]
+    env = ["GF_SMTP_ENABLED=true", f"GF_SMTP_HOST={smtp.host}:{smtp.port}", f"GF_SMTP_FROM_ADDRESS={smtp.from_address}",
+           f"GF_SMTP_STARTTLS_POLICY={'MandatoryStartTLS' if smtp.starttls else 'NoStartTLS'}"]
+    if smtp.user:
+        env.append(f"GF_SMTP_USER={smtp.user}")
+    return env
+
+
 def render_grafana_datasources(prometheus_url: str, *, loki_url: str | None = None,
                                elasticsearch_url: str | None = None,
                                elasticsearch_index: str = "gateway-*") -> str:
@@ -291,14 +306,16 @@ def render_grafana_dashboard_provider(path: str = GRAFANA_DASHBOARDS_DIR) -> str
 
 # Dashboards of optional parts, shipped only to stacks that have them.
 KUBERNETES_DASHBOARD = "kubernetes.json"
+K6_DASHBOARD = "k6.json"
 
 
-def dashboards(*, kubernetes: bool = True) -> dict[str, str]:
+def dashboards(*, kubernetes: bool = True, k6: bool = True) -> dict[str, str]:
     """The dashboards shipped in dashboards/*.json, file name -> JSON text (checked to parse);
-    without `kubernetes` the cluster's dashboard is left out."""
+    without `kubernetes` the cluster's dashboard is left out, without `k6` the load tests'."""
     found = {}
+    left_out = {KUBERNETES_DASHBOARD: not kubernetes, K6_DASHBOARD: not k6}
     for path in sorted(DASHBOARDS_SOURCE.glob("*.json")):
-        if path.name == KUBERNETES_DASHBOARD and not kubernetes:
+        if left_out.get(path.name):
             continue
         text = path.read_text()
         json.loads(text)

@@ -19,7 +19,8 @@ from typing import Sequence
 EXIT_OK, EXIT_FOUND, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 3
 
 # The modules that add commands, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("drift", "preview", "render", "clone", "destroy", "backup", "backups", "restore")
+COMMAND_MODULES: tuple[str, ...] = ("drift", "preview", "render", "clone", "destroy", "backup", "backups", "restore",
+                                   "loadtest")
 
 
 class CliError(Exception):

@@ -1,0 +1,1 @@
+"""The stack's k6 load-test runner (component.py) and the command it runs (settings.py)."""

@@ -1,0 +1,1 @@
+"""The stack's mail relay: one Postfix that every service of the stack sends to (relay.py)."""
