@@ -14,7 +14,7 @@ from components.prefect.render import CONFIG_PATH, DOCKER_ALLOW, KUBECONFIG_PATH
 from components.prefect.settings import PREFECT_IMAGE, SOCKET_PROXY_IMAGE
 from flows.config import FlowsConfig
 from infra.services_orchestration import flows_image
-from tests.mocks import TEST_SECRETS, deploy_stack, gateway_installed_files, generated_secrets, is_secret, plaintext_leaks, service_of
+from tests.mocks import deploy_stack, gateway_installed_files, generated_secrets, is_secret, plaintext_leaks, service_of
 
 AUTH_PASSWORD = "generated-prefect-api-auth"
 DB_PASSWORD = "generated-postgres-prefect_server-password"
