@@ -251,6 +251,8 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
                 flows_source=FLOWS_SOURCE,
                 keeps_data=config.keeps_data,
                 thresholds=config.monitoring.thresholds if config.monitoring.enabled else None,
+                # the daily summary reports the last good backup, from the metric the alerts read
+                backup_metric=BackupCheck().metric if plan is not None and config.monitoring.enabled else None,
                 # the flows mail through the stack's relay, as Alertmanager and Grafana do
                 smtp=smtp,
                 smtp_password=smtp_password,

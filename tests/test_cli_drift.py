@@ -84,9 +84,11 @@ def test_drift_is_a_refresh_preview_expecting_no_changes_of_the_selected_stack(f
         ["--non-interactive", "preview", "--expect-no-changes"],
     ]
     assert calls[1]["argv"] == ["--non-interactive", "stack", "select", "--stack", "qa"]
+    # the guardrails pack with qa's own config: mandatory (policy/, issue 9)
     assert fake.preview_argv() == [
-        "--non-interactive", "preview", "--expect-no-changes", "--refresh", "--exec-kind", "auto.local",
-        "--json", "--event-log", "<event-log>", "--stack", "qa",
+        "--non-interactive", "preview", "--expect-no-changes",
+        "--policy-pack", str(REPO_ROOT / "policy"), "--policy-pack-config", str(REPO_ROOT / "policy/config/qa.json"),
+        "--refresh", "--exec-kind", "auto.local", "--json", "--event-log", "<event-log>", "--stack", "qa",
     ]
     (preview,) = [c for c in calls if "preview" in c["argv"]]
     assert preview["argv"][preview["argv"].index("--event-log") + 1].startswith(event_log)
@@ -142,12 +144,14 @@ def test_preview_shows_the_changes_without_refresh_and_fails_only_when_asked(fak
     out_md = tmp_path / "preview.md"
     assert coderz("preview", "qa", "--markdown", str(out_md)) == EXIT_OK
     assert fake.preview_argv() == [
-        "--non-interactive", "preview", "--exec-kind", "auto.local", "--json", "--event-log", "<event-log>", "--stack", "qa",
+        "--non-interactive", "preview",
+        "--policy-pack", str(REPO_ROOT / "policy"), "--policy-pack-config", str(REPO_ROOT / "policy/config/qa.json"),
+        "--exec-kind", "auto.local", "--json", "--event-log", "<event-log>", "--stack", "qa",
     ]
     assert "**changes**" in out_md.read_text()
     fake.log.unlink()
     assert coderz("preview", "qa", "--expect-no-changes", "--refresh") == EXIT_FOUND
-    assert fake.preview_argv()[2:4] == ["--expect-no-changes", "--refresh"]
+    assert fake.preview_argv()[2] == "--expect-no-changes" and "--refresh" in fake.preview_argv()
     fake.answer("clean")
     assert coderz("preview", "qa", "--expect-no-changes") == EXIT_OK
 

@@ -91,6 +91,7 @@ def test_the_runner_is_built_from_flows_and_reads_one_rendered_file_without_secr
     assert set(uploads) == {CONFIG_PATH, KUBECONFIG_PATH} and is_secret(runner.inputs["uploads"])
     assert "mock-token" not in uploads[CONFIG_PATH] and "password" not in uploads[CONFIG_PATH].lower()
     flows = FlowsConfig.model_validate(json.loads(uploads[CONFIG_PATH]))
+    assert flows.backup_metric == "coderz_backup_last_success_timestamp_seconds"  # prod backs up: the summary says when
     assert flows.docker_url == "http://docker-proxy:2375" and flows.state_dir == STATE_DIR
     # through the stack's relay, which alone holds the upstream password
     assert flows.smtp is not None and (flows.smtp.host, flows.smtp.user) == ("smtp-relay", None)

@@ -95,6 +95,17 @@ def _set_secrets_from_env(selected: auto.Stack) -> None:
                        EXIT_FAILED) from None
 
 
+def policy_pack_args(stack: str, work_dir: Path) -> dict[str, list[str]]:
+    """The guardrails pack (policy/) runs with every preview and drift check; the stack's own
+    pack config (mandatory in qa and prod, advisory in dev) where `infra.policy_config` wrote one,
+    else the pack's default (mandatory)."""
+    pack = work_dir / "policy"
+    if not (pack / "PulumiPolicy.yaml").is_file():
+        return {}
+    config = pack / "config" / f"{stack}.json"
+    return {"policy_packs": [str(pack)], **({"policy_pack_configs": [str(config)]} if config.is_file() else {})}
+
+
 def preview(stack: str, work_dir: Path, *, refresh: bool, expect_no_changes: bool) -> Preview:
     """`pulumi preview --json` of `stack` in `work_dir`, optionally refreshing first.
 
@@ -111,6 +122,7 @@ def preview(stack: str, work_dir: Path, *, refresh: bool, expect_no_changes: boo
             refresh=refresh,
             expect_no_changes=expect_no_changes,
             json=True,
+            **policy_pack_args(stack, work_dir),
             on_output=stdout.append,
             on_error=stderr.append,
         )
