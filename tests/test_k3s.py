@@ -359,3 +359,23 @@ def test_the_k8s_health_flow_reads_the_cluster_as_the_monitor_identity(stack, wi
         "-----BEGIN CERTIFICATE-----")
     flows = json.loads(uploads["/etc/coderz/flows.json"])
     assert flows["kubernetes"]["kubeconfig_file"] == KUBECONFIG_PATH
+
+
+def test_the_tunnel_command_is_an_ssh_line_ssh_itself_accepts():
+    """`ssh -G` parses the options and prints the resulting config without connecting."""
+    import shlex
+
+    create, _ = tunnel_commands(TargetConfig(kind="ssh", host="qa.coderz.example", port=2222),
+                                "~/.ssh/coderz-qa.key", 5164)
+    argv = shlex.split(create.split(" || ", 1)[1])
+    assert argv[0] == "ssh"
+    result = subprocess.run([require_tool("ssh"), "-G", *argv[1:]], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    config = [tuple(line.split(" ", 1)) for line in result.stdout.splitlines() if " " in line]
+    values = {key: value for key, value in config}
+    assert "controlpath" not in values and values["controlmaster"] == "false"  # ControlPath=none: no master
+    assert (values["hostname"], values["port"], values["user"]) == ("qa.coderz.example", "2222", "deploy")
+    # the stack's key only (ssh -G leaves out a key file that does not exist on this machine)
+    assert values["identitiesonly"] == "yes" and argv[argv.index("-i") + 1] == "~/.ssh/coderz-qa.key"
+    assert values["exitonforwardfailure"] == "yes"
+    assert values["localforward"] == "[127.0.0.1]:5164 [127.0.0.1]:6443"

@@ -33,7 +33,7 @@ TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templat
                         keep_trailing_newline=True)
 
 
-def server_args(config: K3sConfig, tls_sans: tuple[str, ...]) -> list[str]:
+def server_args(tls_sans: tuple[str, ...]) -> list[str]:
     """k3s server flags: no bundled ingress or load balancer (the gateway is the only entry),
     the names the API is reached by in its certificate, a kubeconfig readable by root only."""
     return ["--disable=traefik", "--disable=servicelb", "--write-kubeconfig-mode=600",
@@ -42,7 +42,7 @@ def server_args(config: K3sConfig, tls_sans: tuple[str, ...]) -> list[str]:
 
 def install_script(config: K3sConfig, tls_sans: tuple[str, ...]) -> str:
     return TEMPLATES.get_template("install-k3s.sh.j2").render(
-        version=config.version, server_args=" ".join(server_args(config, tls_sans)))
+        version=config.version, server_args=" ".join(server_args(tls_sans)))
 
 
 def tls_bundle(files: dict[str, str]) -> str:
@@ -53,7 +53,11 @@ def tls_bundle(files: dict[str, str]) -> str:
 def tunnel_commands(target: TargetConfig, key_path: str, local_port: int) -> tuple[str, str]:
     """Open (idempotently) and close an SSH forward of 127.0.0.1:local_port to the host's API."""
     forward = f"127.0.0.1:{local_port}:127.0.0.1:{API_PORT}"
-    ssh = " ".join(["ssh", *[o for o in ssh_options(key_path) if not o.startswith("Control")]])
+    # the provider's options but its shared connection: a forward outlives any master
+    options = ssh_options(key_path)
+    kept = [part for flag, value in zip(options[::2], options[1::2]) if not value.startswith("Control")
+            for part in (flag, value)]
+    ssh = " ".join(["ssh", *kept])
     opts = f"-o ControlPath=none -o ExitOnForwardFailure=yes -p {target.port}"
     create = (f"pgrep -f -- '-L {forward}' >/dev/null || "
               f"{ssh} {opts} -f -N -L {forward} {target.user}@{target.host}")
@@ -100,7 +104,7 @@ class K3sCluster(pulumi.ComponentResource):
                 ContainerServiceArgs(
                     spec=spec,
                     placement=args.placement,
-                    command=["server", *server_args(config, sans)],
+                    command=["server", *server_args(sans)],
                     envs=[pulumi.Output.concat("K3S_TOKEN=", generated_password(f"{name}-token", parent=self))],
                     files=[ConfigFile(path=path, content=pulumi.Output.secret(text) if path.endswith(".key") else text)
                            for path, text in tls_files.items()],
