@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.catalog import LOOPBACK_OFFSETS
-from infra.config import PLACEHOLDER_SECRETS, PROJECT, STACK_NAME, ConfigError, StackConfig, load
+from infra.config import PLACEHOLDER_SECRETS, PROJECT, STACK_NAME, ConfigError, StackConfig, load, required_secrets
 from infra.stackset import BLOCK_SIZE, LAST_BASE, StackFile, first_clash, host_of, next_free_block, read_stacks
 from components.yamltext import dump_yaml, load_yaml
 
@@ -57,16 +57,8 @@ class ClonePlan:
 
 
 def needed_secrets(config: StackConfig) -> tuple[str, ...]:
-    """The secret keys the loader (infra/config.py `parse`) requires of a stack with this config;
-    a test holds the two together."""
-    needed = []
-    if config.target.kind == "ssh":
-        needed.append("sshPrivateKey")
-    if config.gateway.tls:
-        needed.append("tlsPrivateKey")
-    if config.smtp and config.smtp.user:
-        needed.append("smtpPassword")
-    return tuple(f"{PROJECT}:{key}" for key in needed)
+    """The secret keys the loader requires of a stack with this config (`required_secrets`)."""
+    return tuple(f"{PROJECT}:{key}" for key in required_secrets(config))
 
 
 def _is_secure(value: Any) -> bool:

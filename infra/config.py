@@ -179,6 +179,22 @@ def _error(stack: str, key: str, message: str) -> ConfigError:
     return ConfigError(f"Pulumi.{stack}.yaml: {key}: {message}")
 
 
+def required_secrets(config: StackConfig) -> dict[str, str]:
+    """The secret keys a stack with this config must set, each with the message naming why: the
+    one rule `parse` enforces and `coderz clone` lists for a new stack."""
+    needed: dict[str, str] = {}
+    if config.target.kind == "ssh":
+        needed["sshPrivateKey"] = "an ssh target needs a key (pulumi config set --secret sshPrivateKey)"
+    if config.gateway.tls:
+        needed["tlsPrivateKey"] = "gateway.tls needs its key (pulumi config set --secret tlsPrivateKey)"
+    if config.smtp and config.smtp.user:
+        needed["smtpPassword"] = "smtp.user needs a password (pulumi config set --secret smtpPassword)"
+    if config.backup.enabled and config.backup.s3:
+        for key in ("backupS3AccessKey", "backupS3SecretKey"):
+            needed[key] = f"backup.s3 needs its keys (pulumi config set --secret {key})"
+    return needed
+
+
 def parse(raw: Mapping[str, Any], stack: str, *, check_secrets: bool = True) -> tuple[StackConfig, dict[str, str]]:
     """Validate the raw `project:key` map; return the model and the secret values by key.
     `check_secrets=False` where the secrets are placeholders (readers that need none)."""
@@ -218,19 +234,17 @@ def parse(raw: Mapping[str, Any], stack: str, *, check_secrets: bool = True) -> 
     if config.environment != stack and stack in ("dev", "qa", "prod"):
         raise _error(stack, f"{PROJECT}:environment", f"says {config.environment!r} in stack {stack!r}")
     if config.target.kind == "ssh" and "sshPrivateKey" not in secrets:
-        raise _error(stack, f"{PROJECT}:sshPrivateKey", "an ssh target needs a key (pulumi config set --secret sshPrivateKey)")
+        raise _error(stack, f"{PROJECT}:sshPrivateKey", required_secrets(config)["sshPrivateKey"])
     tls_problem = check_gateway_tls(config, secrets)
     if tls_problem:
         key, message = tls_problem
         raise _error(stack, f"{PROJECT}:{key}", message)
-    if config.smtp and config.smtp.user and "smtpPassword" not in secrets:
-        raise _error(stack, f"{PROJECT}:smtpPassword", "smtp.user needs a password (pulumi config set --secret smtpPassword)")
+    for key, message in required_secrets(config).items():
+        if key not in secrets:
+            raise _error(stack, f"{PROJECT}:{key}", message)
     if config.backup.enabled and "alpine" in config.postgres.image:
         raise _error(stack, f"{PROJECT}:postgres.image", "backup.enabled needs a Debian-based image "
                      "(e.g. postgres:16.4-bookworm): pgBackRest is added from the PostgreSQL apt repository")
-    for key in ("backupS3AccessKey", "backupS3SecretKey"):
-        if config.backup.enabled and config.backup.s3 and key not in secrets:
-            raise _error(stack, f"{PROJECT}:{key}", f"backup.s3 needs its keys (pulumi config set --secret {key})")
     if config.pgadmin.enabled and not config.monitoring.enabled:
         raise _error(stack, f"{PROJECT}:pgadmin.enabled",
                      "pgAdmin logs in as the monitor role, which exists with monitoring.enabled only")

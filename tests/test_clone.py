@@ -285,6 +285,27 @@ def test_needed_secrets_are_exactly_what_the_loader_requires(stack):
             load({**raw, **{other: "x" for other in needed if other != key}}, stack, check_secrets=False)
 
 
+def test_needed_secrets_include_the_s3_keys_of_a_stack_that_backs_up_to_s3():
+    """The loader's one rule (`required_secrets`) is what a clone lists: a prod copy whose
+    backups go to S3 needs both keys, and loads only with them."""
+    import json
+
+    from infra.config import ConfigError, load
+
+    raw = dict(stack_file_values("prod"))
+    backup = json.loads(raw["coderz:backup"]) if isinstance(raw["coderz:backup"], str) else dict(raw["coderz:backup"])
+    backup["s3"] = {"endpoint": "s3.example.com", "bucket": "coderz-backups", "region": "eu-west-1"}
+    raw["coderz:backup"] = json.dumps(backup)
+    needed = needed_secrets(load({**raw, **{k: "x" for k in ("coderz:backupS3AccessKey", "coderz:backupS3SecretKey",
+                                                          *needed_secrets(read_stack("prod").config))}},
+                                 "prod", check_secrets=False).config)
+    assert {"coderz:backupS3AccessKey", "coderz:backupS3SecretKey"} <= set(needed)
+    assert load({**raw, **{key: "x" for key in needed}}, "prod", check_secrets=False)
+    for key in needed:
+        with pytest.raises(ConfigError, match=key):
+            load({**raw, **{other: "x" for other in needed if other != key}}, "prod", check_secrets=False)
+
+
 def test_a_stack_that_exists_only_in_the_backend_is_refused(tmp_path, monkeypatch, capsys):
     root = project(tmp_path)
     log = tmp_path / "calls.jsonl"
