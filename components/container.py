@@ -236,9 +236,9 @@ def container_inputs(args: ContainerServiceArgs, image_id: pulumi.Input[str], *,
         log_opts=LOG_OPTS,
         **PINNED_CONTAINER_ARGS,
         labels=[
-            docker.ContainerLabelArgs(label="coderz.stack", value=args.placement.prefix),
-            docker.ContainerLabelArgs(label="coderz.service", value=spec.name),
-            docker.ContainerLabelArgs(label="coderz.replica", value=hostname),
+            docker.ContainerLabelArgs(label=STACK_LABEL, value=args.placement.prefix),
+            docker.ContainerLabelArgs(label=SERVICE_LABEL, value=spec.name),
+            docker.ContainerLabelArgs(label=REPLICA_LABEL, value=hostname),
             docker.ContainerLabelArgs(label="coderz.config-digest", value=files_digest),
         ],
         # others depend on it: `pulumi up` moves on (and removes what it replaces) only once
@@ -255,6 +255,11 @@ def spec_digest(resolved: dict[str, object]) -> str:
     """Twelve hex digits of SHA-256 over a container's resolved inputs."""
     text = json.dumps(resolved, sort_keys=True, default=lambda value: vars(value))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# Every container's labels: its stack, its service, and its replica's stable name (a rolling
+# replica's container name changes each generation; this label does not).
+STACK_LABEL, SERVICE_LABEL, REPLICA_LABEL = "coderz.stack", "coderz.service", "coderz.replica"
 
 
 def replica_name(prefix: str, spec: ServiceSpec, index: int | None) -> str:

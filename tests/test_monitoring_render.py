@@ -440,3 +440,80 @@ def test_real_prometheus_scrapes_the_python_api(catalog):
             assert series, "the Python API exported no metrics of its own"
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- Per-container series across a rolling deploy ----------------------------------------
+
+def cadvisor_exposition(containers: list[tuple[str, dict[str, str]]], value: float) -> bytes:
+    """Series as cAdvisor exports them with our flags: `name`, `id`, `image`, and each
+    whitelisted Docker label as `container_label_<label, non-alphanumerics as _>` (cAdvisor's
+    metrics/prometheus.go; `--whitelisted_container_labels` needs `--store_container_labels=false`)."""
+    lines = ["# TYPE container_memory_working_set_bytes gauge"]
+    for name, labels in containers:
+        pairs = {"id": f"/docker/{abs(hash(name)):x}", "image": "busybox:1.36", "name": name}
+        pairs |= {"container_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", k): v for k, v in labels.items()}
+        rendered = ",".join(f'{k}="{v}"' for k, v in sorted(pairs.items()))
+        lines.append(f"container_memory_working_set_bytes{{{rendered}}} {value}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_cadvisor_keeps_only_our_labels_and_flags_are_cadvisors_own():
+    flags = render.cadvisor_label_flags()
+    assert flags[0] == "--store_container_labels=false"
+    whitelisted = flags[1].removeprefix("--whitelisted_container_labels=").split(",")
+    assert set(whitelisted) == {"coderz.stack", "coderz.service", "coderz.replica"}
+
+
+def test_dashboards_follow_a_replica_across_a_rolling_deploy(catalog):
+    """A rolling replica's container name changes on each deploy; the dashboard's line is the
+    replica (its `coderz.replica` label), so a deploy continues the line instead of starting one.
+    A container of no stack (no coderz label) is not on the dashboard."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    replica = "coderz-qa-python-api-1"
+    labels = {"coderz.stack": "coderz-qa", "coderz.service": "python-api", "coderz.replica": replica}
+    generations = [[(f"{replica}-aaaaaaaaaaaa", labels), ("someone-elses-container", {})],
+                   [(f"{replica}-bbbbbbbbbbbb", labels), ("someone-elses-container", {})]]
+    state = {"generation": 0}
+
+    class Exporter(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = cadvisor_exposition(generations[state["generation"]], 1000.0 + state["generation"])
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    exporter = ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
+    threading.Thread(target=exporter.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    folder = scratch_dir("prometheus-")
+    prom_port = free_port()
+    write_prometheus_files(folder, catalog, scrape_interval_s=1,
+                           targets={"cadvisor": [f"127.0.0.1:{exporter.server_address[1]}"]})
+    dashboard = json.loads((Path(render.__file__).parent / "dashboards" / "containers.json").read_text())
+    memory = next(t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])
+                  if "container_memory_working_set_bytes" in t["expr"])
+    try:
+        with process(prometheus_argv(folder, prom_port), port=prom_port, log=folder / "prometheus.log"):
+            wait_for_series(prom_port, 'container_memory_working_set_bytes{replica!=""} == 1000')
+            state["generation"] = 1  # the deploy: the same replica under a new container name
+            wait_for_series(prom_port, 'container_memory_working_set_bytes{replica!=""} == 1001')
+            lines = query(prom_port, memory)
+            assert [line["metric"] for line in lines] == [{"replica": replica}]
+            # both container names are stored, under the one replica, service and stack
+            stored = query(prom_port, 'count by (name, replica, service, container_stack) '
+                                      '(last_over_time(container_memory_working_set_bytes{replica!=""}[1m]))')
+            assert sorted(s["metric"]["name"] for s in stored) == [f"{replica}-aaaaaaaaaaaa", f"{replica}-bbbbbbbbbbbb"]
+            assert {(s["metric"]["replica"], s["metric"]["service"], s["metric"]["container_stack"]) for s in stored} == {
+                (replica, "python-api", "coderz-qa")}
+            # grouped by container name, as before, the deploy splits the line in two
+            assert len(query(prom_port, 'sum by (name) (last_over_time(container_memory_working_set_bytes'
+                                        '{name=~"coderz-.*"}[1m]))')) == 2
+    finally:
+        exporter.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)

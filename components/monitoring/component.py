@@ -111,7 +111,7 @@ class Monitoring(pulumi.ComponentResource):
         cadvisor = run(
             "cadvisor",
             command=["--docker_only=true", f"--housekeeping_interval={config.scrape_interval_s}s",
-                     f"--disable_metrics={CADVISOR_DISABLED}"],
+                     f"--disable_metrics={CADVISOR_DISABLED}", *render.cadvisor_label_flags()],
             volumes=[VolumeMount(container_path=c, host_path=h, read_only=True) for h, c in (
                 ("/", "/rootfs"), ("/var/run", "/var/run"), ("/sys", "/sys"),
                 ("/var/lib/docker", "/var/lib/docker"), ("/dev/disk", "/dev/disk"))],

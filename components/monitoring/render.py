@@ -7,11 +7,13 @@ the tests feed the same text to promtool, amtool and real Prometheus/Alertmanage
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from pydantic import Field
 
+from components.container import REPLICA_LABEL, SERVICE_LABEL, STACK_LABEL
 from components.monitoring.settings import AlertThresholds, SmtpConfig
 from components.spec import Catalog, Frozen, InputStr
 from components.yamltext import dump_yaml
@@ -78,10 +80,31 @@ def _discovery(name: str, port: int, targets: Mapping[str, Sequence[str]]) -> di
     return {"dns_sd_configs": [{"names": [name], "type": "A", "port": port, "refresh_interval": "30s"}]}
 
 
+def cadvisor_label_flags() -> list[str]:
+    """cAdvisor keeps only our labels of each container (every label of every container on the
+    host would be a label of every series)."""
+    return ["--store_container_labels=false", f"--whitelisted_container_labels={STACK_LABEL},{SERVICE_LABEL},{REPLICA_LABEL}"]
+
+
+def _prometheus_label(docker_label: str) -> str:
+    return "container_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", docker_label)
+
+
+# Per-container series carry the replica's stable name as `replica` (and its stack and service):
+# the container name of a rolling replica changes on every deploy, so dashboards that grouped
+# by `name` started a new line each time.
+CONTAINER_RELABELS = [
+    {"source_labels": [_prometheus_label(docker_label)], "regex": "(.+)", "target_label": target}
+    for docker_label, target in ((REPLICA_LABEL, "replica"), (SERVICE_LABEL, "service"), (STACK_LABEL, "container_stack"))
+]
+METRIC_RELABELS = {"cadvisor": CONTAINER_RELABELS}
+
+
 def _scrape_configs(catalog: Catalog, targets: Mapping[str, Sequence[str]],
                     kubernetes: KubernetesTargets | None, config_dir: str) -> list[dict[str, Any]]:
     jobs = [
-        {"job_name": s.name, "metrics_path": s.metrics.path, **_discovery(s.name, s.metrics_port, targets)}
+        {"job_name": s.name, "metrics_path": s.metrics.path, **_discovery(s.name, s.metrics_port, targets),
+         **({"metric_relabel_configs": METRIC_RELABELS[s.name]} if s.name in METRIC_RELABELS else {})}
         for s in catalog.scraped
     ]
     if kubernetes is not None:
