@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from components.pgadmin.settings import CONFIG, PgAdminConfig
-from tests.servers import IN_CI, free_port, process
+from tests.servers import free_port, missing, process
 
 VERSION = PgAdminConfig().image.rsplit(":", 1)[1]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "coderz-infra"
@@ -149,14 +149,9 @@ def _token(pattern: bytes, text: bytes) -> str:
 
 def require_pgadmin() -> Path:
     """The pgadmin4 folder of the cached venv; skip (by hand) or fail (CI) without it."""
-    import pytest
-
     home = pgadmin_home()
     if home is None:
-        message = f"pgAdmin {VERSION} is not installed in {VENV} (scripts/test makes it: python -m tests.pgadmin_server)"
-        if IN_CI:
-            pytest.fail(message + " -- a missing tool is a failure under CI=true")
-        pytest.skip(message)
+        missing(f"pgAdmin {VERSION} is not installed in {VENV} (scripts/test makes it: python -m tests.pgadmin_server)")
     return home
 
 

@@ -7,7 +7,6 @@ password sent, that role refused a write, and a wrong pgpass refused."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
