@@ -32,7 +32,7 @@ MONITOR_PASSWORD = "monitor:pw\\with-escapes"
 
 @pytest.fixture(scope="module")
 def deployed():
-    """PostgreSQL with the monitor role, pgAdmin set up and serving; yields (client, pgpass path, workdir)."""
+    """PostgreSQL with the monitor role, pgAdmin set up and serving; yields (logged-in client, pgpass, PgAdmin)."""
     home = require_pgadmin()
     require_tool("psql")
     work = scratch_dir("pgadmin-")
