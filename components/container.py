@@ -34,6 +34,11 @@ class ConfigFile(BaseModel):
     path: str
     content: InputStr
     executable: bool = False
+    # Numeric owner/group and octal mode of the file (pulumi-docker >= 5.2); unset: root, 0644.
+    # A secret a container's non-root user must read, and no other user: its uid and "0400".
+    owner: str | None = None
+    group: str | None = None
+    permissions: str | None = None
 
 
 class VolumeMount(BaseModel):
@@ -198,7 +203,8 @@ def container_inputs(args: ContainerServiceArgs, image_id: pulumi.Input[str], *,
         entrypoints=list(args.entrypoint) if args.entrypoint else None,
         user=args.user,
         uploads=[
-            docker.ContainerUploadArgs(file=f.path, content=f.content, executable=f.executable)
+            docker.ContainerUploadArgs(file=f.path, content=f.content, executable=f.executable,
+                                       owner=f.owner, group=f.group, permissions=f.permissions)
             for f in args.files
         ],
         volumes=[

@@ -145,6 +145,8 @@ class Postgres(pulumi.ComponentResource):
             for client, secret in client_passwords.items()
         }
         self.passwords = client_passwords
+        # the monitor role's password (secret), for the clients that log in as it (pgAdmin)
+        self.monitor_password = monitor_password
         self.monitor_dsn = (
             pulumi.Output.secret(
                 pulumi.Output.format(

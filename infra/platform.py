@@ -173,10 +173,12 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
     smtp, smtp_password, outputs["smtp_endpoint"] = build_mail(stack, catalog, shared)
     if config.pgadmin.enabled:
         pgadmin = PgAdmin("pgadmin", PgAdminArgs(spec=catalog.get("pgadmin"), postgres=catalog.get("postgres"),
-                                                 username=MONITOR_ROLE, config=config.pgadmin,
-                                                 keep_data=config.keeps_data, **shared),
+                                                 username=MONITOR_ROLE, password=postgres.monitor_password,
+                                                 config=config.pgadmin, keep_data=config.keeps_data, **shared),
                           opts=pulumi.ResourceOptions(depends_on=[postgres]))
-        outputs.update(pgadmin_url=pgadmin.url, pgadmin_admin_password=pgadmin.admin_password)
+        outputs.update(pgadmin_url=pgadmin.url, pgadmin_admin_password=pgadmin.admin_password,
+                       # what pgAdmin logs in with, for an operator's psql through the same tunnel
+                       postgres_monitor_password=postgres.monitor_password)
     if config.docs.enabled:
         outputs["docs_url"] = DocsSite("docs", DocsSiteArgs(spec=catalog.get("docs"), **shared)).url
     if config.k6.enabled:

@@ -52,20 +52,25 @@ def docker(*argv: str, check: bool = True) -> str:
     return result.stdout.strip()
 
 
-def busybox_image(tag: str | None, *, label: str | None = None) -> str:
+def busybox_image(tag: str | None, *, label: str | None = None, applets: tuple[str, ...] = (),
+                  changes: tuple[str, ...] = (), extra: tuple[tuple[tarfile.TarInfo, bytes | None], ...] = ()) -> str:
     """Import a one-binary image (busybox-static and its applet links): no pull needed.
-    Without a tag the image is dangling. Returns the image id."""
+    Without a tag the image is dangling. `applets` adds links, `changes` Dockerfile lines
+    (`USER 5050`), `extra` more entries (folders, files). Returns the image id."""
     binary = Path(require_tool("busybox")).resolve()
     assert b"ld-linux" not in binary.read_bytes()[:8192], f"{binary} is not static (install busybox-static)"
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         tar.add(str(binary), arcname="bin/busybox")
-        for applet in ("sh", "sleep", "true", "false", "echo"):
+        for applet in ("sh", "sleep", "true", "false", "echo", *applets):
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
-    changes = ["--change", f"LABEL coderz.stack={label}"] if label else []
-    result = subprocess.run(["docker", "import", *changes, "-", *([tag] if tag else [])], input=buffer.getvalue(), capture_output=True,
-                            timeout=120)
+        for info, data in extra:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    options = [*(["--change", f"LABEL coderz.stack={label}"] if label else []),
+               *(option for change in changes for option in ("--change", change))]
+    result = subprocess.run(["docker", "import", *options, "-", *([tag] if tag else [])], input=buffer.getvalue(),
+                            capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.decode().strip()

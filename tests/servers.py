@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import pytest
 
@@ -33,11 +33,15 @@ def require_tool(name: str) -> str:
                 found = str(folder / name)
                 break
     if found is None:
-        message = f"{name} is not installed (bash .ci/run installs it)"
-        if IN_CI:
-            pytest.fail(message + " -- a missing tool is a failure under CI=true")
-        pytest.skip(message)
+        missing(f"{name} is not installed (bash .ci/run installs it)")
     return found
+
+
+def missing(message: str) -> NoReturn:
+    """A tool the test needs is not there: a failure under CI, a skip with the reason by hand."""
+    if IN_CI:
+        pytest.fail(message + " -- a missing tool is a failure under CI=true")
+    pytest.skip(message)
 
 
 def require_module(name: str):

@@ -198,7 +198,7 @@ def test_every_export_that_carries_a_secret_is_itself_secret():
         ]).apply(check)
 
     exports()
-    assert checked["postgres_admin_dsn"] and checked["redis_url"] and checked["grafana_admin_password"]
+    assert checked["postgres_admin_dsn"] and checked["redis_url"] and checked["grafana_admin_password"] and checked["postgres_monitor_password"]
     assert not checked["gateway_url"]
 
 
