@@ -1,6 +1,8 @@
 """The docs site's generated pages (docs/pages/generated/), from the service declarations and
 the config models: architecture diagram and port table (infra/docs.py's generators, as in the
-README) and every config key with its type and default.
+README) and every config key with its type and default. The diagram is written as mermaid source
+(architecture.mmd); the docs build renders it to architecture.svg (docs/render_diagrams.py) and
+the page shows that image: no mermaid runs in a reader's browser.
 
 `python -m infra.docs_site --write` rewrites them; tests/test_docs_site.py fails when one is
 stale and builds the site with `mkdocs build --strict`.
@@ -21,7 +23,7 @@ from pydantic.fields import FieldInfo
 
 from infra.catalog import declare_services
 from infra.config import PROJECT, STACKS, StackConfig, stack_file_config
-from infra.docs import diagram, port_table
+from infra.docs import flowchart, port_table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 GENERATED = DOCS / "pages" / "generated"
@@ -76,12 +78,15 @@ def config_rows(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def pages() -> dict[str, str]:
-    """File name under docs/pages/generated/ -> Markdown."""
+    """File name under docs/pages/generated/ -> its text (Markdown, and the diagram's source)."""
     catalogs = {stack: declare_services(stack_file_config(stack)) for stack in STACKS}
     config_table = "\n".join(["| key | type | default (dev) | what |", "|---|---|---|---|", *config_rows(StackConfig)])
     return {
         "architecture.md": "\n\n".join([NOTE, "# Architecture", "The prod stack's services by tier, the gateway's "
-                                        "routes and the declared dependencies.", diagram(catalogs["prod"])]) + "\n",
+                                        "routes and the declared dependencies (scroll sideways).",
+                                        "![The prod stack's services, routes and dependencies](architecture.svg)"
+                                        "{ .diagram }"]) + "\n",
+        "architecture.mmd": f"%% {NOTE.removeprefix('<!-- ').removesuffix(' -->')}\n{flowchart(catalogs['prod'])}\n",
         "ports.md": "\n\n".join([NOTE, "# Ports", "Container ports and the host ports each stack binds "
                                  "(loopback ones through an SSH tunnel).", port_table(catalogs)]) + "\n",
         "config.md": "\n\n".join([NOTE, "# Config keys", f"Every key of the `{PROJECT}:` namespace of a stack file, "

@@ -52,14 +52,14 @@ def tool_services(config: StackConfig) -> list[ServiceSpec]:
     if config.docs.enabled:
         services.append(ServiceSpec(
             name="docs",
-            # built from docs/ by the program; the tag is its content hash (site/ is a local build)
-            image=f"{PROJECT}/docs:{source_digest(DOCS_SOURCE, exclude=('site',))}",
+            # built from docs/ by the program; the tag is its content hash (site/, node_modules/: local)
+            image=f"{PROJECT}/docs:{source_digest(DOCS_SOURCE, exclude=('site', 'node_modules'))}",
             port=DOCS_PORT,
             tier="tools",
             description="Docs site (MkDocs Material), under the gateway at /docs/",
             health=http_check(DOCS_PORT, "/"),
             limits=Limits(memory_mb=32, cpus=0.25),
-            route=Route(path_prefix="/docs/", cache_ttl_s=config.docs.cache_ttl_s),
+            route=Route(path_prefix="/docs/", cache_ttl_s=config.docs.cache_ttl_s, data_images=True),
             host_port=loopback_port(config, "docs") if config.docs.publish else None,
         ))
     if config.k6.enabled:
