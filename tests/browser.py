@@ -53,6 +53,7 @@ class Chromium:
     def __init__(self) -> None:
         binary = require_tool("chromium")
         self.profile = scratch_dir("chromium-")
+        self._log = open(self.profile / "stderr.log", "wb")
         commands_r, commands_w = os.pipe()
         answers_r, answers_w = os.pipe()
 
@@ -64,7 +65,7 @@ class Chromium:
         self.proc = subprocess.Popen([*render_diagrams.chromium_argv(binary, str(self.profile / "profile")),
                                       "--remote-debugging-pipe", "about:blank"],
                                      preexec_fn=on_fds_3_and_4, pass_fds=(3, 4), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=open(self.profile / "stderr.log", "wb"))
+                                     stdout=subprocess.DEVNULL, stderr=self._log)
         os.close(commands_r)
         os.close(answers_w)
         self._out, self._in = commands_w, answers_r
@@ -81,6 +82,7 @@ class Chromium:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._log.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def _receive(self, deadline: float) -> dict | None:

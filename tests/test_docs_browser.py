@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import xml.etree.ElementTree as ET
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -175,3 +176,5 @@ def test_the_dockerfile_runs_the_commands_the_tests_run():
     for command in (NPM_CI, RENDER, MKDOCS_BUILD):
         assert f"RUN {' '.join(command)}\n" in dockerfile, command
     assert "COPY package.json package-lock.json ./" in dockerfile
+    # the tests build with the Material release the image installs (pyproject's test extra)
+    assert f"RUN pip install --no-cache-dir mkdocs-material=={version('mkdocs-material')}\n" in dockerfile
