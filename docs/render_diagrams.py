@@ -49,8 +49,9 @@ RESULT = re.compile(r'<pre data-name="([^"]+)" class="(svg|error)">(.*?)</pre>',
 
 def chromium_argv(browser: str, profile: str) -> list[str]:
     """Headless, nothing but loopback reachable (every other name fails to resolve)."""
-    return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    # --no-sandbox: run as root (the image build, CI); --disable-dev-shm-usage: Docker's 64 MB /dev/shm
+    return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+            "--disable-extensions", "--disable-background-networking", "--disable-component-update", "--disable-sync",
             f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 
 

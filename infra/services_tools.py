@@ -8,6 +8,7 @@ the host's loopback only, reached through an SSH tunnel.
 from __future__ import annotations
 
 from components.docs_site import DOCS_SOURCE, LISTEN_PORT as DOCS_PORT
+from components.docs_site import LOCAL_OUTPUT as DOCS_LOCAL_OUTPUT
 from components.k6.settings import API_PORT as K6_API_PORT
 from components.mail.settings import RELAY_PORT
 from components.pgadmin.settings import LISTEN_PORT as PGADMIN_PORT
@@ -52,8 +53,8 @@ def tool_services(config: StackConfig) -> list[ServiceSpec]:
     if config.docs.enabled:
         services.append(ServiceSpec(
             name="docs",
-            # built from docs/ by the program; the tag is its content hash (site/, node_modules/: local)
-            image=f"{PROJECT}/docs:{source_digest(DOCS_SOURCE, exclude=('site', 'node_modules'))}",
+            # built from docs/ by the program; the tag is its content hash (less a local build's output)
+            image=f"{PROJECT}/docs:{source_digest(DOCS_SOURCE, exclude=DOCS_LOCAL_OUTPUT)}",
             port=DOCS_PORT,
             tier="tools",
             description="Docs site (MkDocs Material), under the gateway at /docs/",

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from components.docs_site import LOCAL_OUTPUT
 from infra import docs_site
 from tests.servers import require_tool, scratch_dir
 
@@ -21,7 +22,6 @@ MERMAID_JS = "node_modules/mermaid/dist/mermaid.min.js"
 NPM_CI = ("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund")
 RENDER = ("python3", "render_diagrams.py", MERMAID_JS, "pages")
 MKDOCS_BUILD = ("mkdocs", "build", "--strict", "-f", "/docs/mkdocs.yml", "-d", "/site")
-LOCAL_OUTPUT = ("site", "node_modules")
 
 
 def _load_renderer():
