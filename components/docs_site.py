@@ -14,6 +14,8 @@ from components.spec import Frozen, ServiceSpec
 from components.static_files import render_static_server
 
 DOCS_SOURCE = Path(__file__).resolve().parent.parent / "docs"
+# a local build's output in docs/: not part of the image's source (its tag's hash skips them)
+LOCAL_OUTPUT = ("site", "node_modules")
 SITE_ROOT = "/usr/share/nginx/html"
 LISTEN_PORT = 8080  # nginx-unprivileged's port
 # MkDocs Material names its CSS and JS by content hash: they can be cached for a year.

@@ -93,6 +93,9 @@ class Route(Frozen):
     # Kubernetes NodePort on the k3s server; the host's address for a k3s on the host).
     upstream_host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
     upstream_port: int | None = Field(default=None, ge=1, le=65535)
+    # The route's pages draw data: images (MkDocs Material's icons are data: SVGs in its CSS):
+    # the gateway's CSP adds `img-src 'self' data:` on this route alone.
+    data_images: bool = False
 
     @field_validator("path_prefix")
     @classmethod

@@ -53,9 +53,10 @@ def port_table(catalogs: dict[str, Catalog]) -> str:
     return "\n".join(lines)
 
 
-def diagram(catalog: Catalog) -> str:
-    """A mermaid flowchart: tiers as boxes, the gateway's routes and declared dependencies."""
-    lines = ["```mermaid", "flowchart TB", "  client((client)) --> gateway"]
+def flowchart(catalog: Catalog) -> str:
+    """The mermaid source of a flowchart: tiers as boxes, the gateway's routes and declared
+    dependencies (the docs site renders it to SVG at build time)."""
+    lines = ["flowchart TB", "  client((client)) --> gateway"]
     for tier, title in TIER_TITLES.items():
         members = [s for s in catalog.services if s.tier == tier]
         if not members:
@@ -67,8 +68,12 @@ def diagram(catalog: Catalog) -> str:
         lines.append(f"  gateway -->|{service.route.path_prefix}| {service.name}")
     for service in catalog.services:
         lines += [f"  {service.name} -.-> {dependency}" for dependency in service.depends_on]
-    lines.append("```")
     return "\n".join(lines)
+
+
+def diagram(catalog: Catalog) -> str:
+    """The flowchart as a mermaid fence (GitHub draws it in the README)."""
+    return f"```mermaid\n{flowchart(catalog)}\n```"
 
 
 def generated_block() -> str:

@@ -8,6 +8,7 @@ the host's loopback only, reached through an SSH tunnel.
 from __future__ import annotations
 
 from components.docs_site import DOCS_SOURCE, LISTEN_PORT as DOCS_PORT
+from components.docs_site import LOCAL_OUTPUT as DOCS_LOCAL_OUTPUT
 from components.k6.settings import API_PORT as K6_API_PORT, health_test as k6_health_test
 from components.mail.settings import RELAY_PORT
 from components.pgadmin.settings import LISTEN_PORT as PGADMIN_PORT
@@ -52,14 +53,14 @@ def tool_services(config: StackConfig) -> list[ServiceSpec]:
     if config.docs.enabled:
         services.append(ServiceSpec(
             name="docs",
-            # built from docs/ by the program; the tag is its content hash (site/ is a local build)
-            image=f"{PROJECT}/docs:{source_digest(DOCS_SOURCE, exclude=('site',))}",
+            # built from docs/ by the program; the tag is its content hash (less a local build's output)
+            image=f"{PROJECT}/docs:{source_digest(DOCS_SOURCE, exclude=DOCS_LOCAL_OUTPUT)}",
             port=DOCS_PORT,
             tier="tools",
             description="Docs site (MkDocs Material), under the gateway at /docs/",
             health=http_check(DOCS_PORT, "/"),
             limits=Limits(memory_mb=32, cpus=0.25),
-            route=Route(path_prefix="/docs/", cache_ttl_s=config.docs.cache_ttl_s),
+            route=Route(path_prefix="/docs/", cache_ttl_s=config.docs.cache_ttl_s, data_images=True),
             host_port=loopback_port(config, "docs") if config.docs.publish else None,
         ))
     if config.k6.enabled:

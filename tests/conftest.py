@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pulumi
 import pulumi_docker as docker
 import pytest
 
 from components.spec import HealthCheck, Limits, Metrics, Route, ServiceSpec
 from tests.mocks import RecordingMonitor, install_mocks
+from tests.servers import scratch_dir
 
 
 @pytest.fixture
@@ -68,3 +71,15 @@ def prefect_api():
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with prefect_test_harness(server_startup_timeout=90):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def docs_node_modules():
+    """docs/package.json's packages (mermaid), installed once per session by `npm ci`."""
+    from tests.docs_build import npm_install
+
+    folder = scratch_dir("docs-npm-")
+    try:
+        yield npm_install(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
+import importlib.util
+import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -15,7 +17,12 @@ import pytest
 
 from components.static_files import render_static_server
 from infra import docs_site
+from tests.docs_build import build, copy_docs, render_diagrams
 from tests.servers import free_port, http, process, require_tool, scratch_dir
+
+_hook = importlib.util.spec_from_file_location("external_scripts", docs_site.DOCS / "hooks" / "external_scripts.py")
+external_scripts = importlib.util.module_from_spec(_hook)
+_hook.loader.exec_module(external_scripts)
 
 FINGERPRINTED = ("/assets/",)
 
@@ -36,27 +43,18 @@ def test_a_stale_page_is_found(tmp_path, monkeypatch):
 def test_pages_follow_the_declarations():
     pages = docs_site.pages()
     assert "| pgadmin |" in pages["ports.md"] and "127.0.0.1:5080" in pages["ports.md"]
-    assert "gateway -->|/docs/| docs" in pages["architecture.md"]
+    assert "gateway -->|/docs/| docs" in pages["architecture.mmd"] and "](architecture.svg)" in pages["architecture.md"]
     assert "| `smtpRelay.enabled` | bool | `false` | |" in pages["config.md"]
 
 
-def mkdocs_build(target: Path) -> subprocess.CompletedProcess:
-    mkdocs = shutil.which("mkdocs") or str(Path(sys.executable).parent / "mkdocs")
-    if not Path(mkdocs).exists():
-        require_tool("mkdocs")
-    return subprocess.run([mkdocs, "build", "--strict", "--quiet", "-f", str(docs_site.DOCS / "mkdocs.yml"),
-                           "-d", str(target)], capture_output=True, text=True, timeout=120)
-
-
 @pytest.fixture(scope="module")
-def built_site() -> Iterator[Path]:
-    folder = scratch_dir("docs-site-")
+def built_site(docs_node_modules) -> Iterator[Path]:
+    """The site as docs/Dockerfile builds it (tests/docs_build.py)."""
+    docs = copy_docs(docs_node_modules)
     try:
-        result = mkdocs_build(folder / "site")
-        assert result.returncode == 0, result.stdout + result.stderr
-        yield folder / "site"
+        yield build(docs, docs.parent / "site")
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(docs.parent, ignore_errors=True)
 
 
 def test_mkdocs_build_strict_gives_every_page(built_site):
@@ -64,6 +62,49 @@ def test_mkdocs_build_strict_gives_every_page(built_site):
                  "generated/architecture/index.html"):
         assert (built_site / page).is_file(), page
     assert "pgadmin" in (built_site / "generated/ports/index.html").read_text()
+    architecture = (built_site / "generated/architecture/index.html").read_text()
+    assert 'src="../architecture.svg"' in architecture and "mermaid" not in architecture
+    assert (built_site / "generated/architecture.svg").read_text().startswith("<svg ")
+    assert not list(built_site.rglob("*.mmd")), "diagram sources are not published"
+
+
+def test_no_page_runs_an_inline_script_and_none_loads_from_outside(built_site):
+    pages = [p for p in built_site.rglob("*.html") if p.name != "404.html"]  # 404.html: see README
+    assert len(pages) >= 5
+    for page in pages:
+        text = page.read_text()
+        inline = [m.group(0)[:80] for m in external_scripts.SCRIPT.finditer(text)
+                  if external_scripts.executable_inline(m.group("attrs"), m.group("body"))]
+        assert inline == [], (page, inline)
+        # what loads (a link a reader may follow is no load)
+        assert not re.search(r"""<(?!a\s)[a-z]+\s[^>]*\b(src|href)=["']?(https?:)?//""", text), page
+    scripts = sorted((built_site / external_scripts.FOLDER).glob("*.js"))
+    assert scripts and all(s.name == hashlib.sha256(s.read_bytes()).hexdigest()[:16] + ".js" for s in scripts)
+
+
+@pytest.mark.parametrize("tag, moved", [
+    ("<script>var a=1</script>", True),
+    ('<SCRIPT type="module" id=m>import "./x.js"</SCRIPT>', True),
+    ("<script type='text/javascript'>f()</script>", True),
+    ('<script id="__config" type="application/json">{"a": 1}</script>', False),
+    ('<script src="x.js"></script>', False),
+    ("<script>  </script>", False),
+])
+def test_the_hook_moves_exactly_the_executable_inline_scripts(tag, moved):
+    out = external_scripts.externalise(f"<p>{tag}</p>", "generated/architecture/")
+    if not moved:
+        assert out == f"<p>{tag}</p>"
+        return
+    (name,) = re.findall(r'src="\.\./\.\./(assets/javascripts/inline/[0-9a-f]{16}\.js)"', out)
+    body = re.search(r">(.*)</script>", tag, re.S | re.I).group(1)
+    assert external_scripts._files[name] == body and body not in out
+
+
+def test_a_diagram_that_does_not_parse_fails_the_build_with_its_name(docs_node_modules, tmp_path):
+    require_tool("chromium")
+    with pytest.raises(RuntimeError, match=r"mermaid could not render broken\.mmd: .*(Parse error|Syntax)"):
+        render_diagrams.render({"broken.mmd": "flowchart TB\n  a -->|unclosed b"},
+                               docs_node_modules / "mermaid" / "dist" / "mermaid.min.js")
 
 
 @contextlib.contextmanager
@@ -160,12 +201,14 @@ def test_component_builds_docs_and_uploads_the_rendered_server_config(monitor, p
 
 
 def test_a_docs_edit_changes_the_image_tag(tmp_path):
+    from components.docs_site import LOCAL_OUTPUT
     from infra.catalog import source_digest
     (tmp_path / "pages").mkdir()
     (tmp_path / "pages" / "index.md").write_text("a")
-    before = source_digest(tmp_path, exclude=("site",))
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "index.html").write_text("local build output")
-    assert source_digest(tmp_path, exclude=("site",)) == before
+    before = source_digest(tmp_path, exclude=LOCAL_OUTPUT)
+    for output in ("site/index.html", "node_modules/mermaid/package.json"):
+        (tmp_path / output).parent.mkdir(parents=True)
+        (tmp_path / output).write_text("local build output")
+    assert source_digest(tmp_path, exclude=LOCAL_OUTPUT) == before
     (tmp_path / "pages" / "index.md").write_text("b")
-    assert source_digest(tmp_path, exclude=("site",)) != before
+    assert source_digest(tmp_path, exclude=LOCAL_OUTPUT) != before

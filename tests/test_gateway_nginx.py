@@ -40,6 +40,7 @@ from components.gateway.render import (
     REDIS_PASSWORD_ENV,
     GatewayRender,
     GatewayRoute,
+    content_security_policy,
     lua_files,
     render_nginx_conf,
     routes_from_catalog,
@@ -338,6 +339,8 @@ def gw(redis_port, dns, backends, late_port) -> Iterator[Gateway]:
         route("late-api", "late-api", late_port),
         route("grafana", "python-api", py, prefix="/grafana/", strip_prefix=False),  # serves from its sub-path
         route("kept-api", "python-api", py, ttl=30, prefix="/kept/", strip_prefix=False),
+        # its own CSP; named like nginx's map keyword, which the rendered map must not take it for
+        route("default", "python-api", py, ttl=30, data_images=True),
     )
     with gateway(routes, redis_port=redis_port, resolver=dns.address) as running:
         yield running
@@ -585,6 +588,23 @@ def test_security_headers_gzip_and_no_version(gw):
     assert headers["x-cache"] == "HIT" and "content-encoding" not in headers and json.loads(body)
     status, headers, _ = gw.get("/nowhere")
     assert status == 404 and all(name in headers for name in SECURITY_HEADERS)
+
+
+def test_csp_is_the_platforms_on_every_answer_but_a_data_images_routes(gw):
+    strict, own = content_security_policy(), content_security_policy(route("default", "h", 1, data_images=True))
+    assert own == strict + "; img-src 'self' data:"
+    path = unique("/api/default/csp-")
+    for expected in ("MISS", "HIT"):  # a cached answer too
+        status, headers, _ = gw.get(path)
+        assert (status, headers["x-cache"], headers["content-security-policy"]) == (200, expected, own)
+    for path in ("/api/python/csp", "/nowhere", "/health", "/api/defaults/x"):
+        _, headers, _ = gw.get(path)
+        assert headers["content-security-policy"] == strict, path
+    # an answer nginx gives before any route is chosen (two Host headers: 400)
+    with socket.create_connection(("127.0.0.1", gw.args.http_port), timeout=5) as conn:
+        conn.sendall(b"GET /api/default/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        answer = conn.recv(65536).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 400") and f"Content-Security-Policy: {strict}\r\n" in answer, answer
 
 
 def test_rate_limit_answers_429(redis_port, backends):

@@ -29,6 +29,9 @@ LUA_DIR = "/usr/local/openresty/nginx/lua"
 TLS_CERT_PATH = "/usr/local/openresty/nginx/conf/tls/gateway.crt"
 TLS_KEY_PATH = "/usr/local/openresty/nginx/conf/tls/gateway.key"
 REDIS_PASSWORD_ENV = "GATEWAY_REDIS_PASSWORD"
+# The platform's Content-Security-Policy: everything from the gateway's own origin, nothing
+# inline, no frames around its pages, no plugins.
+CSP = "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'"
 
 _PATH = r"^[^\s;'\"{}$#\\]+$"  # nothing that could end or extend a directive
 _HOST = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"  # a DNS name or an IPv4 literal
@@ -45,6 +48,8 @@ class GatewayRoute(Frozen):
     read_timeout_s: int = Field(default=30, ge=1, le=3600)
     # False for UIs that serve from their sub-path themselves (Grafana under /grafana/).
     strip_prefix: bool = True
+    # see components.spec.Route.data_images
+    data_images: bool = False
 
     @property
     def upstream_path(self) -> str:
@@ -188,6 +193,7 @@ def routes_from_catalog(catalog: Catalog) -> tuple[GatewayRoute, ...]:
             path_prefix=service.route.path_prefix,
             cache_ttl_s=service.route.cache_ttl_s,
             strip_prefix=service.route.strip_prefix,
+            data_images=service.route.data_images,
         )
         for service in catalog.routed
         if service.route is not None
@@ -258,6 +264,12 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def content_security_policy(route: GatewayRoute | None = None) -> str:
+    """The CSP of an answer: the platform's; on a route with `data_images`, images may also be
+    data: URIs. Scripts, styles, frames and everything else stay as strict on every route."""
+    return CSP + "; img-src 'self' data:" if route is not None and route.data_images else CSP
+
+
 def render_nginx_conf(args: GatewayRender) -> str:
     """The complete nginx.conf for these arguments."""
     listen = (lambda port: f"{args.listen_address}:{port}") if args.listen_address else str
@@ -271,6 +283,7 @@ def render_nginx_conf(args: GatewayRender) -> str:
         password_env=REDIS_PASSWORD_ENV,
         log_bounds=LOG_BOUNDS,
         forged_headers=FORGED_HEADERS,
+        csp=content_security_policy,
     )
 
 
