@@ -92,24 +92,49 @@ def test_prod_is_reached_over_ssh_and_pgbackrest_runs_in_the_sidecar_as_postgres
     docker = ["docker", "-H", "ssh://deploy@prod.coderz.example:22"]
     assert runner.commands[0] == [*docker, "exec", "-u", "postgres", "coderz-prod-backup", "pgbackrest", "--stanza=main",
                                   "--type=diff", "backup"]
-    assert host.apps == [f"coderz-prod-{api}-{i}" for api in ("dotnet-api", "python-api") for i in (1, 2, 3)]
+    assert host.app_services == ["dotnet-api", "python-api"]
 
 
-def test_restore_into_a_clone_reads_the_source_repository_volume():
-    runner = Recorder({"inspect -f {{.Config.Image}}": "coderz/postgres-pgbackrest:abc\n",
+def test_the_applications_are_found_by_their_labels_whatever_their_generation():
+    # Rolling replicas are named <prefix>-<service>-<i>-<digest>: only the labels are stable.
+    runner = Recorder({"ps --filter": "coderz-prod-python-api-1-0123456789ab\tpython-api\n"
+                                      "coderz-prod-dotnet-api-2-ba9876543210\tdotnet-api\n"
+                                      "coderz-prod-redis\tredis\ncoderz-prod-backup\tbackup\n"})
+    host = DockerDatabaseHost("prod", run=runner)
+    assert host.stop_apps() == ["coderz-prod-dotnet-api-2-ba9876543210", "coderz-prod-python-api-1-0123456789ab"]
+    ps, stop = runner.commands
+    assert ps[3:] == ["ps", "--filter", "label=coderz.stack=coderz-prod", "--format", '{{.Names}}\t{{.Label "coderz.service"}}']
+    assert stop[3:] == ["stop", "coderz-prod-dotnet-api-2-ba9876543210", "coderz-prod-python-api-1-0123456789ab"]
+
+
+def test_restore_into_a_clone_copies_the_source_repository_then_restores_in_the_clones_sidecar():
+    runner = Recorder({"inspect -f {{.Config.Image}}": "sha256:abc\n",
                        "{{json .State}}": '{"Running": true, "Health": {"Status": "healthy"}}', "pg_is_in_recovery": "f\n",
-                       "info": INFO})
+                       "info": INFO, "ps --filter": "coderz-qa-python-api-1-0123456789ab\tpython-api\n"})
     clone = DockerDatabaseHost("qa", source="prod", run=runner)
     source = DockerDatabaseHost("prod", run=runner)
     assert restore("prod", source, clone, parse_time("2026-11-30T10:00:00Z", now=NOW)) == 0
     commands = [" ".join(c) for c in runner.commands]
-    (run,) = [c for c in commands if " run --rm " in c]
-    assert "--volumes-from coderz-qa-backup -v coderz-prod-backup-data:/var/lib/pgbackrest-source" in run
-    assert run.endswith("pgbackrest --repo1-path=/var/lib/pgbackrest-source --stanza=main --delta --type=time "
-                        "--target=2026-11-30 10:00:00.000000+00 --target-action=promote restore")
+    (copy,) = [c for c in commands if " run --rm " in c]
+    assert ("--volumes-from coderz-qa-backup -v coderz-prod-backup-data:/var/lib/pgbackrest-source:ro "
+            "--entrypoint sh sha256:abc -c cd /var/lib/pgbackrest && rm -rf archive backup") in copy
+    (restored,) = [c for c in commands if c.endswith(" restore")]
+    assert restored.endswith("exec -u postgres coderz-qa-backup pgbackrest --stanza=main --delta --type=time "
+                             "--target=2026-11-30 10:00:00.000000+00 --target-action=promote restore")
     order = [c.split(" ")[3] for c in commands if c.split(" ")[3] in ("stop", "start", "run")]
-    assert order == ["stop", "stop", "run", "start", "start"]  # apps, postgres, restore, postgres, apps
+    assert order == ["stop", "stop", "run", "start", "start"]  # apps, postgres, copy, postgres, apps
+    assert commands.index(copy) < commands.index(restored)
     assert not any("coderz-prod-postgres" in c for c in commands if " stop " in c), "the source is never stopped"
+
+
+def test_a_postgres_that_restarts_after_a_failed_recovery_is_a_failure_and_is_left_stopped():
+    runner = Recorder({"{{json .State}}": '{"Running": true, "Restarting": true}',
+                       "logs": "LOG:  starting\nFATAL:  recovery ended before configured recovery target was reached\n"})
+    host = DockerDatabaseHost("prod", run=runner)
+    with pytest.raises(CliError) as failed:
+        host.start_database()
+    assert "recovery ended before" in failed.value.detail
+    assert runner.commands[-1][3:] == ["stop", "-t", "10", "coderz-prod-postgres"]
 
 
 def test_a_restore_is_refused_before_the_first_backup_without_touching_anything():

@@ -33,6 +33,10 @@ class DatabaseHost(Protocol):
 
     def stop_database(self) -> None: ...
 
+    def before_restore(self) -> None:
+        """With the database stopped, make the repository to restore from reachable where
+        PostgreSQL's recovery will fetch WAL from it (a clone adopts its source's)."""
+
     def start_database(self) -> None:
         """Start PostgreSQL and wait until recovery is over (`pg_is_in_recovery()` false): a
         server in recovery already accepts connections. Raise ToolFailed with the server's own
