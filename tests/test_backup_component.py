@@ -96,3 +96,17 @@ def test_s3_keys_reach_pgbackrest_only_as_secrets(monitor, provider):
     assert plaintext_leaks(monitor.registrations, {"access-key-1", "secret-key-1"}) == []
     conf = plan.files()[0].content
     assert "access-key-1" not in conf and "repo1-s3-endpoint=s3.example" in conf and "repo1-storage-port=9000" in conf
+
+
+def test_a_service_runs_an_image_it_builds_or_one_it_is_given_never_both(provider):
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from components.container import ContainerServiceArgs, Placement
+    from tests.conftest import make_spec
+
+    placement = Placement(prefix="coderz-qa", network_name="coderz-qa-net", provider=provider)
+    with pytest.raises(ValidationError, match="give image_id or build_context, not both"):
+        ContainerServiceArgs(spec=make_spec("backup"), placement=placement, image_id="sha256:" + "1" * 64,
+                             build_context=Path("components/backup/image"))

@@ -36,10 +36,12 @@ class Recorder:
 
     def __init__(self, answers: dict[str, str] | None = None):
         self.commands: list[list[str]] = []
+        self.options: list[dict] = []
         self.answers = answers or {}
 
-    def __call__(self, argv, what):
+    def __call__(self, argv, what, **options):
         self.commands.append(list(argv))
+        self.options.append(options)
         for needle, answer in self.answers.items():
             if needle in " ".join(argv):
                 return answer
@@ -134,6 +136,8 @@ def test_a_postgres_that_restarts_after_a_failed_recovery_is_a_failure_and_is_le
     with pytest.raises(CliError) as failed:
         host.start_database()
     assert "recovery ended before" in failed.value.detail
+    assert runner.commands[-2][3:6] == ["logs", "--tail", "200"]
+    assert runner.options[-2] == {"merged": True}  # the container's stderr too: PostgreSQL logs there
     assert runner.commands[-1][3:] == ["stop", "-t", "10", "coderz-prod-postgres"]
 
 
@@ -144,3 +148,16 @@ def test_a_restore_is_refused_before_the_first_backup_without_touching_anything(
         restore("prod", host, host, parse_time("2026-11-01T00:00:00Z", now=NOW))
     assert refused.value.code == EXIT_REFUSED and "outside the window" in str(refused.value)
     assert len(runner.commands) == 1
+
+
+def test_a_clone_whose_repository_is_kept_elsewhere_than_its_sources_is_refused(tmp_path):
+    from components.yamltext import dump_yaml, load_yaml
+    from infra.config import REPO_ROOT
+
+    document = load_yaml((REPO_ROOT / "Pulumi.qa.yaml").read_text())
+    (tmp_path / "Pulumi.qa.yaml").write_text(dump_yaml(document))
+    document["config"]["coderz:backup"]["s3"] = {"endpoint": "s3.example", "bucket": "coderz-b", "region": "x1"}
+    (tmp_path / "Pulumi.qa-s3.yaml").write_text(dump_yaml(document))
+    with pytest.raises(CliError) as refused:
+        DockerDatabaseHost("qa-s3", source="qa", root=tmp_path, run=Recorder())
+    assert refused.value.code == EXIT_REFUSED and "different kinds of storage" in str(refused.value)

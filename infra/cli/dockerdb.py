@@ -96,7 +96,9 @@ class DockerDatabaseHost:
             # The container restarts by itself (restart: unless-stopped) after PostgreSQL stops:
             # "Restarting" is a stop too.
             if not state.get("Running") or state.get("Restarting"):
-                logs = self.run([*self.docker, "logs", "--tail", "20", self.postgres], "docker logs")
+                # pgBackRest's archive-get lines come between PostgreSQL's own: enough lines to
+                # hold the server's last words.
+                logs = self.run([*self.docker, "logs", "--tail", "200", self.postgres], "docker logs", merged=True)
                 # Left stopped, not restarting into the same failed recovery over and over.
                 self.run([*self.docker, "stop", "-t", "10", self.postgres], "docker stop")
                 raise ToolFailed("PostgreSQL start", logs)

@@ -56,12 +56,13 @@ def restore(stack: str, source: DatabaseHost, target: DatabaseHost, when: dateti
         target.start_database()
     except ToolFailed as error:
         lines = error.detail.strip().splitlines() or ["no log"]
-        reason = next((line for line in lines if "FATAL" in line), lines[-1])
+        reason = next((line for line in reversed(lines) if "FATAL" in line), lines[-1])  # the last attempt's
         hint = ("a WAL segment before the target is missing or damaged; pick an earlier --time, or restore "
                 "without --time. " if "recovery target" in reason else "")
+        stopped = f" ({', '.join(apps)}; start them once the database is back)" if apps else ""
         raise CliError(
-            f"PostgreSQL did not finish recovery ({reason.strip()}): {hint}The database and the applications "
-            "stay stopped: nothing was opened half-restored.",
+            f"PostgreSQL did not finish recovery ({reason.strip()}): {hint}The database and the applications"
+            f"{stopped} stay stopped: nothing was opened half-restored.",
             EXIT_FAILED,
         ) from None
     target.start_apps(apps)
