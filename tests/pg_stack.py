@@ -36,7 +36,7 @@ PG_LIB = f"/usr/lib/postgresql/{PG_MAJOR}/lib"
 PG_SHARE = f"/usr/share/postgresql/{PG_MAJOR}"
 UID = GID = 999  # the official image's postgres user
 BUSYBOX_APPLETS = ("sh", "cat", "cp", "date", "env", "find", "grep", "head", "id", "ls", "mkdir", "mv", "rm",
-                   "sed", "sleep", "tail", "tr", "true", "wc")
+                   "sed", "sleep", "stat", "tail", "tr", "true", "wc")
 # The stand-in for the official image's docker-entrypoint.sh: a cluster on an empty volume, then
 # the server with the container's command line.
 ENTRYPOINT = """#!/bin/sh

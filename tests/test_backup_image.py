@@ -105,15 +105,42 @@ def test_the_dockerfile_builds_with_the_classic_builder(stand_in_base):
         docker("build", "-q", "--build-arg", f"POSTGRES_IMAGE={stand_in_base}", "-t", tag, str(IMAGE_CONTEXT),
                env={"DOCKER_BUILDKIT": "0"}, timeout=300)
         probe = ("cat /var/log/apt-get.log /etc/apt/sources.list.d/pgdg-archive.list; "
-                 "ls -ln /usr/local/bin/backup-loop.sh; ls -lnd /var/lib/pgbackrest /etc/pgbackrest /srv/metrics")
+                 "ls -ln /usr/local/bin/backup-loop.sh /usr/local/bin/coderz-entrypoint.sh; "
+                 "ls -lnd /var/lib/pgbackrest /etc/pgbackrest /srv/metrics")
         out = docker("run", "--rm", "--network", "none", "--entrypoint", "sh", tag, "-c", probe).splitlines()
         assert out[0] == "update"
         assert out[1] == f"install -y --no-install-recommends pgbackrest={pinned_version()} jq busybox"
         assert out[2] == PGDG_LIST.replace("//apt.postgresql.org/", "//apt-archive.postgresql.org/").replace(
             "bookworm-pgdg ", "bookworm-pgdg-archive ")
-        assert out[3].startswith("-rwxr-xr-x") and " 0 " in out[3]
-        assert all(" 999 " in line for line in out[4:]) and len(out) == 7
+        assert all(line.startswith("-rwxr-xr-x") and " 0 " in line for line in out[3:5])
+        assert all(" 999 " in line for line in out[5:]) and len(out) == 8
         script = docker("run", "--rm", "--network", "none", "--entrypoint", "cat", tag, "/usr/local/bin/backup-loop.sh")
         assert script == LOOP_SCRIPT.read_text().strip()
+        assert docker("inspect", "-f", "{{json .Config.Entrypoint}} {{json .Config.Cmd}}", tag) == \
+            '["coderz-entrypoint.sh"] ["postgres"]'
+        check_alpine_refusal(tag)
     finally:
         docker("rmi", "-f", tag, check=False)
+
+
+def check_alpine_refusal(tag: str) -> None:
+    """A data folder an alpine image made (owner uid 70) is refused before the official
+    entrypoint could take it over; Debian's (uid 999) goes on to it."""
+    from tests.pg_stack import docker
+
+    volume = tag.replace(":", "-").replace("/", "-") + "-data"
+    try:
+        for owner, expected in ((70, 64), (999, 0)):
+            docker("run", "--rm", "--network", "none", "-v", f"{volume}:/data", "--entrypoint", "sh", tag, "-c",
+                   f"rm -rf /data/pgdata && mkdir /data/pgdata && echo 16 >/data/pgdata/PG_VERSION "
+                   f"&& chown -R {owner}:{owner} /data/pgdata")
+            done = subprocess.run(["docker", "run", "--rm", "--network", "none", "-e", "PGDATA=/data/pgdata",
+                                   "-v", f"{volume}:/data", tag, "postgres", "--version"],
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == expected, done.stderr
+            if owner == 70:
+                assert "made by an alpine PostgreSQL image (owner uid 70): refusing" in done.stderr
+            else:
+                assert done.stdout.startswith("postgres (PostgreSQL)")
+    finally:
+        docker("volume", "rm", "-f", volume, check=False)
