@@ -47,9 +47,15 @@ class DockerDatabaseHost:
             raise CliError(str(error), EXIT_REFUSED) from None
         if not config.backup.enabled:
             raise CliError(f"Pulumi.{stack}.yaml: {PROJECT}:backup.enabled is off: the stack has no backups", EXIT_REFUSED)
+        if source == stack:
+            raise CliError(f"--into {stack}: a stack is restored in place without --into", EXIT_REFUSED)
         if source is not None and (config.backup.s3 is None) != (source_config.backup.s3 is None):
             raise CliError(f"{stack} and {source} keep their repositories in different kinds of storage "
                            "(one on a volume, one in S3): restore into a clone made by coderz clone", EXIT_REFUSED)
+        if source is not None and config.backup.s3 is None and docker_host(config.target) != docker_host(source_config.target):
+            raise CliError(f"{source}'s repository is a volume on {docker_host(source_config.target)}, {stack} runs on "
+                           f"{docker_host(config.target)}: a clone on another host restores from an S3 repository",
+                           EXIT_REFUSED)
         self.prefix = f"{PROJECT}-{stack}"
         self.stack, self.source, self.s3 = stack, source, source_config.backup.s3
         self.docker = ["docker", "-H", docker_host(config.target)]
@@ -73,12 +79,16 @@ class DockerDatabaseHost:
         # In a one-off container from the sidecar's image, with the sidecar's volumes and the
         # source's repository (read-only): the clone's repository becomes a copy of it. The
         # clone's own earlier backups were of the database this restore replaces.
+        volume = f"{PROJECT}-{self.source}-backup-data"
+        self.run([*self.docker, "volume", "inspect", "-f", "{{.Name}}", volume], f"the repository volume of {self.source}")
         image = self.run([*self.docker, "inspect", "-f", "{{.Config.Image}}", self.sidecar], "docker inspect").strip()
         repo, source = REPO_DIR, SOURCE_REPO
-        script = (f"cd {repo} && rm -rf {' '.join(REPO_FOLDERS)} && "
+        # Nothing is removed unless the source holds a backup to copy.
+        script = (f'[ -d {source}/backup/{STANZA} ] || {{ echo "no backup in the repository of {self.source}" >&2; exit 3; }}; '
+                  f"cd {repo} && rm -rf {' '.join(REPO_FOLDERS)} && "
                   f"for d in {' '.join(REPO_FOLDERS)}; do if [ -d {source}/$d ]; then cp -a {source}/$d .; fi; done")
         self.run([*self.docker, "run", "--rm", "-u", "postgres", "--volumes-from", self.sidecar,
-                  "-v", f"{PROJECT}-{self.source}-backup-data:{source}:ro", "--entrypoint", "sh", image, "-c", script],
+                  "-v", f"{volume}:{source}:ro", "--entrypoint", "sh", image, "-c", script],
                  f"copy of {self.source}'s repository")
 
     def _state(self, name: str) -> dict:
