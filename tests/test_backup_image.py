@@ -92,7 +92,7 @@ def stand_in_base(pg_image, tmp_path):
                                          "RUN mkdir -p /var/lib/apt/lists /var/log && ln -s busybox /bin/chown "
                                          "&& ln -s busybox /bin/chmod\n")
     tag = pg_image.replace("pgbackrest:", "apt-stand-in:")
-    docker("build", "-q", "-t", tag, str(tmp_path), env={"DOCKER_BUILDKIT": "0"})
+    docker("build", "-q", "--force-rm", "-t", tag, str(tmp_path), env={"DOCKER_BUILDKIT": "0"})
     yield tag
     docker("rmi", "-f", tag, check=False)
 
@@ -102,7 +102,7 @@ def test_the_dockerfile_builds_with_the_classic_builder(stand_in_base):
 
     tag = stand_in_base.replace("apt-stand-in:", "pgbackrest-built:")
     try:
-        docker("build", "-q", "--build-arg", f"POSTGRES_IMAGE={stand_in_base}", "-t", tag, str(IMAGE_CONTEXT),
+        docker("build", "-q", "--force-rm", "--build-arg", f"POSTGRES_IMAGE={stand_in_base}", "-t", tag, str(IMAGE_CONTEXT),
                env={"DOCKER_BUILDKIT": "0"}, timeout=300)
         probe = ("cat /var/log/apt-get.log /etc/apt/sources.list.d/pgdg-archive.list; "
                  "ls -ln /usr/local/bin/backup-loop.sh /usr/local/bin/coderz-entrypoint.sh; "
