@@ -77,6 +77,10 @@ class ContainerServiceArgs(BaseModel):
     user: str | None = None
     build_context: Path | None = None
     build_args: Mapping[str, str] = {}
+    # The ID of an image another service of the stack owns (the backup sidecar runs the image
+    # PostgreSQL's service builds): no image resource here, so one image is built once and a
+    # rebuild replaces every container that runs it.
+    image_id: InputStr | None = None
     shm_size_mb: int | None = None
     # "host" for an agent that reports on the host's processes (node exporter).
     pid_mode: Literal["host"] | None = None
@@ -84,6 +88,12 @@ class ContainerServiceArgs(BaseModel):
     privileged: bool = False
     tmpfs: Mapping[str, str] = {}
     depends_on: Sequence[pulumi.Resource] = ()
+
+    @model_validator(mode="after")
+    def _one_image_source(self) -> "ContainerServiceArgs":
+        if self.image_id is not None and self.build_context is not None:
+            raise ValueError(f"{self.spec.name}: give image_id or build_context, not both")
+        return self
 
     @model_validator(mode="after")
     def _no_shared_volume_while_rolling(self) -> "ContainerServiceArgs":
@@ -108,7 +118,8 @@ def _digest(*parts: str) -> str:
 
 
 class ContainerService(pulumi.ComponentResource):
-    """Owns one image and the `spec.replicas` containers that run it.
+    """Owns one image (unless `image_id` names one another service owns) and the
+    `spec.replicas` containers that run it.
 
     How a deploy replaces them follows `spec.rolling`:
     - rolling (stateless, no host port): replica `i` is `<prefix>-<service>-<i>-<digest>`, the
@@ -129,17 +140,20 @@ class ContainerService(pulumi.ComponentResource):
         spec = args.spec
         child = pulumi.ResourceOptions(parent=self, provider=args.placement.provider)
 
-        build = None
-        if args.build_context is not None:
-            build = docker.RemoteImageBuildArgs(context=str(args.build_context), dockerfile="Dockerfile",
-                                                build_args=dict(args.build_args) or None)
-        image = docker.RemoteImage(
-            f"{name}-image",
-            name=spec.image,
-            keep_locally=True,
-            build=build,
-            opts=child,
-        )
+        if args.image_id is not None:
+            image_id = pulumi.Output.from_input(args.image_id)
+        else:
+            build = None
+            if args.build_context is not None:
+                build = docker.RemoteImageBuildArgs(context=str(args.build_context), dockerfile="Dockerfile",
+                                                    build_args=dict(args.build_args) or None)
+            image_id = docker.RemoteImage(
+                f"{name}-image",
+                name=spec.image,
+                keep_locally=True,
+                build=build,
+                opts=child,
+            ).image_id
 
         containers = []
         if spec.rolling:
@@ -148,22 +162,22 @@ class ContainerService(pulumi.ComponentResource):
                 # same resource, so a stack that had one is rolled, not deleted and recreated.
                 aliases = [pulumi.Alias(name=name)] if index == 1 else []
                 containers.append(self._container(
-                    f"{name}-{index}", args, image, index=index,
+                    f"{name}-{index}", args, image_id, index=index,
                     opts=pulumi.ResourceOptions(delete_before_replace=False, aliases=aliases)))
         else:
             containers.append(self._container(
-                name, args, image, index=None, opts=pulumi.ResourceOptions(delete_before_replace=True)))
+                name, args, image_id, index=None, opts=pulumi.ResourceOptions(delete_before_replace=True)))
 
         self.containers = containers
-        self.image_id = image.image_id
+        self.image_id = image_id
         self.container_names = pulumi.Output.all(*[c.name for c in containers])
         self.register_outputs({"image_id": self.image_id, "container_names": self.container_names})
 
-    def _container(self, resource_name: str, args: ContainerServiceArgs, image: docker.RemoteImage, *,
+    def _container(self, resource_name: str, args: ContainerServiceArgs, image_id: pulumi.Output[str], *,
                    index: int | None, opts: pulumi.ResourceOptions) -> docker.Container:
         spec, placement = args.spec, args.placement
         stable = replica_name(placement.prefix, spec, index)
-        inputs = container_inputs(args, image.image_id, hostname=stable)
+        inputs = container_inputs(args, image_id, hostname=stable)
         # A rolling replica's name carries a digest of everything else it is made of: any change
         # gives the replacement a name the running container does not hold. Secret inputs (a
         # password in the environment) go into the digest too, so a rotation rolls as well;

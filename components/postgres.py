@@ -55,6 +55,8 @@ class Postgres(pulumi.ComponentResource):
 
     host: pulumi.Output[str]
     port: pulumi.Output[int]
+    # The image the container runs; with backups on, the pgBackRest image the sidecar runs too.
+    image_id: pulumi.Output[str]
     admin_dsn: pulumi.Output[str]
     database_urls: dict[str, pulumi.Output[str]]
 
@@ -131,6 +133,7 @@ class Postgres(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.service]),
         )
 
+        self.image_id = self.service.image_id
         self.host = pulumi.Output.from_input(spec.name)
         self.port = pulumi.Output.from_input(spec.port)
         self.admin_dsn = pulumi.Output.secret(
@@ -157,6 +160,6 @@ class Postgres(pulumi.ComponentResource):
             else None
         )
         self.register_outputs(
-            {"host": self.host, "port": self.port, "admin_dsn": self.admin_dsn, "monitor_dsn": self.monitor_dsn,
+            {"host": self.host, "port": self.port, "image_id": self.image_id, "admin_dsn": self.admin_dsn, "monitor_dsn": self.monitor_dsn,
              "database_urls": self.database_urls}
         )

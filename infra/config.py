@@ -330,10 +330,11 @@ STACKS = ("dev", "qa", "prod")
 PLACEHOLDER_SECRETS = {f"{PROJECT}:{key}": "placeholder" for key in SECRET_KEYS}
 
 
-def stack_file_config(stack: str) -> StackConfig:
-    """What `Pulumi.<stack>.yaml` declares, fully checked, for readers that need no secret
-    (the README tables, the probe tests): secrets stand in as placeholders."""
-    return load({**stack_file_values(stack), **PLACEHOLDER_SECRETS}, stack, check_secrets=False).config
+def stack_file_config(stack: str, root: Path = REPO_ROOT) -> StackConfig:
+    """What `Pulumi.<stack>.yaml` (in `root`) declares, fully checked, for readers that need no
+    secret (the README tables, the probe tests, the backup commands): secrets stand in as
+    placeholders."""
+    return load({**stack_file_values(stack, root), **PLACEHOLDER_SECRETS}, stack, check_secrets=False).config
 
 
 def load_current(root: Path | None = None) -> Stack:

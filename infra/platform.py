@@ -104,7 +104,7 @@ def build(stack: Stack) -> dict[str, pulumi.Input]:
     )
     if plan is not None:
         Backup("backup", BackupArgs(spec=catalog.get("backup"), plan=plan, volumes=postgres.backup_volumes,
-                                    data_dir=DATA_DIR, depends_on=[postgres], **shared))
+                                    image_id=postgres.image_id, data_dir=DATA_DIR, depends_on=[postgres], **shared))
     redis = Redis("redis", RedisArgs(spec=catalog.get("redis"), keep_data=config.keeps_data, **shared))
     redis_endpoint = RedisEndpoint(host="redis", port=catalog.get("redis").port, password=redis.password)
 

@@ -75,6 +75,9 @@ class LocalCluster:
             return
         self.run([require_tool("pg_ctl"), "-D", self.paths.pg_data, "-m", "fast", "-w", "stop"])
 
+    def before_restore(self) -> None:
+        """Nothing to do: a clone here reads its source's repository where it lies."""
+
     def start_database(self) -> None:
         log = self.workdir / "pg.log"
         # Port and socket on the command line, as the container passes its settings: a restored

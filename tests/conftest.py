@@ -83,3 +83,16 @@ def docs_node_modules():
         yield npm_install(folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_image():
+    """One local image with this host's PostgreSQL 15 and pgBackRest (tests/pg_stack.py),
+    imported once per session for the restore tests on the real Docker daemon; removed at the end."""
+    from tests.flows_support import require_docker
+    from tests.pg_stack import docker, import_image
+
+    require_docker()
+    tag = import_image()
+    yield tag
+    docker("rmi", "-f", tag, check=False)

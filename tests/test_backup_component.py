@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pulumi
+import pytest
 import pulumi_docker as docker
 
 from components.backup.component import BackupPlan
@@ -37,14 +40,29 @@ def test_prod_archives_every_wal_segment_and_runs_the_backup_sidecar():
         assert "repo1-retention-full=30" in conf["content"] and "pg1-path=/var/lib/postgresql/data/pgdata" in conf["content"]
 
 
-def test_one_pgbackrest_image_for_both_built_on_the_stacks_postgres():
-    monitor, _ = deployed("prod")
-    images = {r.name: r.plain for r in monitor.of_type("RemoteImage") if r.name in ("postgres-image", "backup-image")}
-    assert len(images) == 2 and len({i["name"] for i in images.values()}) == 1
-    for image in images.values():
-        assert image["name"].startswith("coderz/postgres-pgbackrest:")
-        assert image["build"]["context"].endswith("components/backup/image")
-        assert image["build"]["buildArgs"] == {"POSTGRES_IMAGE": "postgres:16.4-bookworm"}
+PGBACKREST_IMAGE = "coderz/postgres-pgbackrest:"
+
+
+@pytest.mark.parametrize("stack", ["qa", "prod"])
+def test_the_pgbackrest_image_is_built_once_and_both_containers_run_it_by_id(stack):
+    monitor, _ = deployed(stack)
+    builds = [r for r in monitor.of_type("RemoteImage") if r.plain["name"].startswith(PGBACKREST_IMAGE)]
+    # One image resource, owned by PostgreSQL's service: two builds of one tag could race.
+    (image,) = builds
+    assert image.name == "postgres-image" and image.parent.endswith("ContainerService::postgres")
+    assert image.plain["build"]["context"].endswith("components/backup/image")
+    assert image.plain["build"]["buildArgs"] == {"POSTGRES_IMAGE": "postgres:16.4-bookworm"}
+    assert [r.name for r in monitor.of_type("RemoteImage") if r.name == "backup-image"] == []
+    # Both by the built image's ID (the mock's imageId for that tag): a rebuild replaces both.
+    image_id = "sha256:" + hashlib.sha256(image.plain["name"].encode()).hexdigest()
+    assert container(stack, "postgres")["image"] == image_id == container(stack, "backup")["image"]
+
+
+def test_without_backups_nothing_builds_the_pgbackrest_image():
+    monitor, _ = deployed("dev")
+    assert not any(r.plain["name"].startswith(PGBACKREST_IMAGE) for r in monitor.of_type("RemoteImage"))
+    (postgres,) = [r for r in monitor.of_type("RemoteImage") if r.name == "postgres-image"]
+    assert "build" not in postgres.plain and postgres.plain["name"] == "postgres:16.4-alpine"
 
 
 def test_prometheus_scrapes_the_backup_job_and_alerts_on_its_age():
@@ -78,3 +96,17 @@ def test_s3_keys_reach_pgbackrest_only_as_secrets(monitor, provider):
     assert plaintext_leaks(monitor.registrations, {"access-key-1", "secret-key-1"}) == []
     conf = plan.files()[0].content
     assert "access-key-1" not in conf and "repo1-s3-endpoint=s3.example" in conf and "repo1-storage-port=9000" in conf
+
+
+def test_a_service_runs_an_image_it_builds_or_one_it_is_given_never_both(provider):
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from components.container import ContainerServiceArgs, Placement
+    from tests.conftest import make_spec
+
+    placement = Placement(prefix="coderz-qa", network_name="coderz-qa-net", provider=provider)
+    with pytest.raises(ValidationError, match="give image_id or build_context, not both"):
+        ContainerServiceArgs(spec=make_spec("backup"), placement=placement, image_id="sha256:" + "1" * 64,
+                             build_context=Path("components/backup/image"))

@@ -36,10 +36,12 @@ class Recorder:
 
     def __init__(self, answers: dict[str, str] | None = None):
         self.commands: list[list[str]] = []
+        self.options: list[dict] = []
         self.answers = answers or {}
 
-    def __call__(self, argv, what):
+    def __call__(self, argv, what, **options):
         self.commands.append(list(argv))
+        self.options.append(options)
         for needle, answer in self.answers.items():
             if needle in " ".join(argv):
                 return answer
@@ -92,24 +94,59 @@ def test_prod_is_reached_over_ssh_and_pgbackrest_runs_in_the_sidecar_as_postgres
     docker = ["docker", "-H", "ssh://deploy@prod.coderz.example:22"]
     assert runner.commands[0] == [*docker, "exec", "-u", "postgres", "coderz-prod-backup", "pgbackrest", "--stanza=main",
                                   "--type=diff", "backup"]
-    assert host.apps == [f"coderz-prod-{api}-{i}" for api in ("dotnet-api", "python-api") for i in (1, 2, 3)]
+    assert host.app_services == ["dotnet-api", "python-api"]
 
 
-def test_restore_into_a_clone_reads_the_source_repository_volume():
-    runner = Recorder({"inspect -f {{.Config.Image}}": "coderz/postgres-pgbackrest:abc\n",
+def test_the_applications_are_found_by_their_labels_whatever_their_generation():
+    # Rolling replicas are named <prefix>-<service>-<i>-<digest>: only the labels are stable.
+    runner = Recorder({"ps --filter": "coderz-prod-python-api-1-0123456789ab\tpython-api\n"
+                                      "coderz-prod-dotnet-api-2-ba9876543210\tdotnet-api\n"
+                                      "coderz-prod-redis\tredis\ncoderz-prod-backup\tbackup\n"})
+    host = DockerDatabaseHost("prod", run=runner)
+    assert host.stop_apps() == ["coderz-prod-dotnet-api-2-ba9876543210", "coderz-prod-python-api-1-0123456789ab"]
+    ps, stop = runner.commands
+    assert ps[3:] == ["ps", "--filter", "label=coderz.stack=coderz-prod", "--format", '{{.Names}}\t{{.Label "coderz.service"}}']
+    assert stop[3:] == ["stop", "coderz-prod-dotnet-api-2-ba9876543210", "coderz-prod-python-api-1-0123456789ab"]
+
+
+def test_restore_into_a_clone_copies_the_source_repository_then_restores_in_the_clones_sidecar(tmp_path):
+    from components.yamltext import dump_yaml, load_yaml
+    from infra.config import REPO_ROOT
+
+    text = dump_yaml(load_yaml((REPO_ROOT / "Pulumi.prod.yaml").read_text()))
+    for name in ("prod", "pr-7"):  # a clone on the same host
+        (tmp_path / f"Pulumi.{name}.yaml").write_text(text)
+    runner = Recorder({"inspect -f {{.Config.Image}}": "sha256:abc\n",
                        "{{json .State}}": '{"Running": true, "Health": {"Status": "healthy"}}', "pg_is_in_recovery": "f\n",
-                       "info": INFO})
-    clone = DockerDatabaseHost("qa", source="prod", run=runner)
-    source = DockerDatabaseHost("prod", run=runner)
+                       "info": INFO, "ps --filter": "coderz-pr-7-python-api-1-0123456789ab\tpython-api\n"})
+    clone = DockerDatabaseHost("pr-7", source="prod", run=runner, root=tmp_path)
+    source = DockerDatabaseHost("prod", run=runner, root=tmp_path)
     assert restore("prod", source, clone, parse_time("2026-11-30T10:00:00Z", now=NOW)) == 0
     commands = [" ".join(c) for c in runner.commands]
-    (run,) = [c for c in commands if " run --rm " in c]
-    assert "--volumes-from coderz-qa-backup -v coderz-prod-backup-data:/var/lib/pgbackrest-source" in run
-    assert run.endswith("pgbackrest --repo1-path=/var/lib/pgbackrest-source --stanza=main --delta --type=time "
-                        "--target=2026-11-30 10:00:00.000000+00 --target-action=promote restore")
+    (copy,) = [c for c in commands if " run --rm " in c]
+    assert ("--volumes-from coderz-pr-7-backup -v coderz-prod-backup-data:/var/lib/pgbackrest-source:ro "
+            "--entrypoint sh sha256:abc -c [ -d /var/lib/pgbackrest-source/backup/main ] || { echo \"no backup in "
+            "the repository of prod\" >&2; exit 3; }; cd /var/lib/pgbackrest && rm -rf archive backup") in copy
+    (restored,) = [c for c in commands if c.endswith(" restore")]
+    assert restored.endswith("exec -u postgres coderz-pr-7-backup pgbackrest --stanza=main --delta --type=time "
+                             "--target=2026-11-30 10:00:00.000000+00 --target-action=promote restore")
     order = [c.split(" ")[3] for c in commands if c.split(" ")[3] in ("stop", "start", "run")]
-    assert order == ["stop", "stop", "run", "start", "start"]  # apps, postgres, restore, postgres, apps
+    assert order == ["stop", "stop", "run", "start", "start"]  # apps, postgres, copy, postgres, apps
+    assert "volume inspect -f {{.Name}} coderz-prod-backup-data" in commands[commands.index(copy) - 2]
+    assert commands.index(copy) < commands.index(restored)
     assert not any("coderz-prod-postgres" in c for c in commands if " stop " in c), "the source is never stopped"
+
+
+def test_a_postgres_that_restarts_after_a_failed_recovery_is_a_failure_and_is_left_stopped():
+    runner = Recorder({"{{json .State}}": '{"Running": true, "Restarting": true}',
+                       "logs": "LOG:  starting\nFATAL:  recovery ended before configured recovery target was reached\n"})
+    host = DockerDatabaseHost("prod", run=runner)
+    with pytest.raises(CliError) as failed:
+        host.start_database()
+    assert "recovery ended before" in failed.value.detail
+    assert runner.commands[-2][3:6] == ["logs", "--tail", "200"]
+    assert runner.options[-2] == {"merged": True}  # the container's stderr too: PostgreSQL logs there
+    assert runner.commands[-1][3:] == ["stop", "-t", "10", "coderz-prod-postgres"]
 
 
 def test_a_restore_is_refused_before_the_first_backup_without_touching_anything():
@@ -119,3 +156,34 @@ def test_a_restore_is_refused_before_the_first_backup_without_touching_anything(
         restore("prod", host, host, parse_time("2026-11-01T00:00:00Z", now=NOW))
     assert refused.value.code == EXIT_REFUSED and "outside the window" in str(refused.value)
     assert len(runner.commands) == 1
+
+
+def test_a_clone_whose_repository_is_kept_elsewhere_than_its_sources_is_refused(tmp_path):
+    from components.yamltext import dump_yaml, load_yaml
+    from infra.config import REPO_ROOT
+
+    document = load_yaml((REPO_ROOT / "Pulumi.qa.yaml").read_text())
+    (tmp_path / "Pulumi.qa.yaml").write_text(dump_yaml(document))
+    document["config"]["coderz:backup"]["s3"] = {"endpoint": "s3.example", "bucket": "coderz-b", "region": "x1"}
+    (tmp_path / "Pulumi.qa-s3.yaml").write_text(dump_yaml(document))
+    with pytest.raises(CliError) as refused:
+        DockerDatabaseHost("qa-s3", source="qa", root=tmp_path, run=Recorder())
+    assert refused.value.code == EXIT_REFUSED and "different kinds of storage" in str(refused.value)
+
+
+def test_into_itself_or_from_a_volume_on_another_host_is_refused(tmp_path):
+    from components.yamltext import dump_yaml, load_yaml
+    from infra.config import REPO_ROOT
+
+    with pytest.raises(CliError) as itself:
+        DockerDatabaseHost("qa", source="qa", run=Recorder())
+    assert itself.value.code == EXIT_REFUSED and "restored in place without --into" in str(itself.value)
+    document = load_yaml((REPO_ROOT / "Pulumi.qa.yaml").read_text())
+    (tmp_path / "Pulumi.qa.yaml").write_text(dump_yaml(document))
+    document["config"]["coderz:target"]["host"] = "elsewhere.coderz.example"
+    (tmp_path / "Pulumi.qa-far.yaml").write_text(dump_yaml(document))
+    runner = Recorder()
+    with pytest.raises(CliError) as far:
+        DockerDatabaseHost("qa-far", source="qa", root=tmp_path, run=runner)
+    assert far.value.code == EXIT_REFUSED and "a clone on another host restores from an S3 repository" in str(far.value)
+    assert runner.commands == []

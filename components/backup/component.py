@@ -1,9 +1,10 @@
 """`Backup`: the backup sidecar beside the stack's PostgreSQL.
 
 It owns the sidecar container (pgBackRest's schedule, the last-success metric on
-`METRICS_PORT`). `BackupPlan` is what the sidecar and PostgreSQL share: the image that carries
-pgBackRest, its config file and the S3 keys; the volumes (data, socket folder, repository)
-belong to the Postgres component, which mounts them first.
+`METRICS_PORT`). `BackupPlan` is what the sidecar and PostgreSQL share: how the image that
+carries pgBackRest is built, its config file and the S3 keys. The Postgres component builds
+that image (once) and owns the volumes (data, socket folder, repository); the sidecar runs the
+same image by its ID and mounts the same volumes.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class BackupPlan(BaseModel):
                 pulumi.Output.concat("PGBACKREST_REPO1_S3_KEY_SECRET=", secret)]
 
     def build(self) -> dict:
+        """How PostgreSQL's service builds the image; the sidecar gets its ID instead."""
         return dict(build_context=IMAGE_CONTEXT, build_args={"POSTGRES_IMAGE": self.postgres_image})
 
 
@@ -63,6 +65,8 @@ class BackupArgs(BaseModel):
     placement: Placement
     plan: BackupPlan
     volumes: BackupVolumes
+    # The image PostgreSQL's service built from `plan.build()`: one build, both containers on it.
+    image_id: InputStr
     data_dir: str  # where PostgreSQL's container mounts the data volume
     depends_on: Sequence[pulumi.Resource] = ()
 
@@ -94,7 +98,7 @@ class Backup(pulumi.ComponentResource):
                 command=["backup-loop.sh", "loop"],
                 user="postgres",
                 depends_on=list(args.depends_on),
-                **args.plan.build(),
+                image_id=args.image_id,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

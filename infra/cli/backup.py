@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from infra.cli import EXIT_OK
 from infra.cli.pgbackrest import DatabaseHost, human_size, parse_info
@@ -18,13 +19,21 @@ def register(subparsers) -> None:
     parser.add_argument("stack", metavar="STACK")
     parser.add_argument("--type", choices=("full", "diff", "incr"), default="full",
                         help="full (default), differential (since the last full) or incremental")
-    parser.set_defaults(handler=lambda args: handle(args, connect(args.stack)))
+    add_dir_argument(parser)
+    parser.set_defaults(handler=lambda args: handle(args, connect(args.stack, args.dir)))
 
 
-def connect(stack: str) -> DatabaseHost:
+def add_dir_argument(parser) -> None:
+    from infra.config import REPO_ROOT
+
+    parser.add_argument("--dir", type=Path, default=REPO_ROOT, help="the project folder with the stack files "
+                        "(default: this repository)")
+
+
+def connect(stack: str, root: Path) -> DatabaseHost:
     from infra.cli.dockerdb import DockerDatabaseHost
 
-    return DockerDatabaseHost(stack)
+    return DockerDatabaseHost(stack, root=root.resolve())
 
 
 def handle(args: argparse.Namespace, host: DatabaseHost) -> int:

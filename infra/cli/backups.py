@@ -6,7 +6,7 @@ import argparse
 from datetime import datetime, timezone
 
 from infra.cli import EXIT_OK
-from infra.cli.backup import connect
+from infra.cli.backup import add_dir_argument, connect
 from infra.cli.pgbackrest import DatabaseHost, human_age, human_size, parse_info
 
 
@@ -17,7 +17,8 @@ def register(subparsers) -> None:
         "adds to the repository (compressed). Exit codes: 0 listed, 2 unknown stack, 3 pgBackRest failed.",
     )
     parser.add_argument("stack", metavar="STACK")
-    parser.set_defaults(handler=lambda args: handle(args, connect(args.stack)))
+    add_dir_argument(parser)
+    parser.set_defaults(handler=lambda args: handle(args, connect(args.stack, args.dir)))
 
 
 def table(text: str, now: datetime) -> list[str]:

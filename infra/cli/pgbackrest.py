@@ -33,6 +33,10 @@ class DatabaseHost(Protocol):
 
     def stop_database(self) -> None: ...
 
+    def before_restore(self) -> None:
+        """With the database stopped, make the repository to restore from reachable where
+        PostgreSQL's recovery will fetch WAL from it (a clone adopts its source's)."""
+
     def start_database(self) -> None:
         """Start PostgreSQL and wait until recovery is over (`pg_is_in_recovery()` false): a
         server in recovery already accepts connections. Raise ToolFailed with the server's own
@@ -44,9 +48,12 @@ class DatabaseHost(Protocol):
     def start_apps(self, names: Sequence[str]) -> None: ...
 
 
-def run_tool(argv: Sequence[str], what: str, *, timeout: float = 6 * 3600) -> str:
+def run_tool(argv: Sequence[str], what: str, *, timeout: float = 6 * 3600, merged: bool = False) -> str:
+    """Run a tool; its stdout, or with `merged` stdout and stderr as one stream in order (`docker
+    logs` hands a container's stderr, where PostgreSQL logs, to its own stderr)."""
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+                              text=True, timeout=timeout, check=False)
     except FileNotFoundError:
         raise CliError(f"{argv[0]} is not installed", EXIT_FAILED) from None
     except subprocess.TimeoutExpired:

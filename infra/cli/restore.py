@@ -7,7 +7,7 @@ import argparse
 from datetime import datetime, timedelta
 
 from infra.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CliError
-from infra.cli.backup import connect
+from infra.cli.backup import add_dir_argument, connect
 from infra.cli.pgbackrest import DatabaseHost, ToolFailed, parse_info, parse_time, pgbackrest_time
 
 
@@ -22,15 +22,17 @@ def register(subparsers) -> None:
     )
     parser.add_argument("stack", metavar="STACK")
     parser.add_argument("--time", metavar="T", help="ISO 8601 instant with offset, e.g. 2026-11-30T14:05:00Z")
-    parser.add_argument("--into", metavar="NEW", help="restore into the clone NEW (made by coderz clone) instead")
+    parser.add_argument("--into", metavar="NEW", help="restore into the clone NEW (made by coderz clone) instead; "
+                        "NEW's repository becomes a copy of STACK's (NEW's own earlier backups are dropped)")
+    add_dir_argument(parser)
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     from infra.cli.dockerdb import DockerDatabaseHost
 
-    source = connect(args.stack)
-    target = DockerDatabaseHost(args.into, source=args.stack) if args.into else source
+    source = connect(args.stack, args.dir)
+    target = DockerDatabaseHost(args.into, source=args.stack, root=args.dir.resolve()) if args.into else source
     return restore(args.stack, source, target, parse_time(args.time) if args.time else None)
 
 
@@ -48,17 +50,19 @@ def restore(stack: str, source: DatabaseHost, target: DatabaseHost, when: dateti
         options += ["--type=time", f"--target={pgbackrest_time(when)}", "--target-action=promote"]
     apps = target.stop_apps()
     target.stop_database()
+    target.before_restore()
     target.pgbackrest(*options, "restore")
     try:
         target.start_database()
     except ToolFailed as error:
         lines = error.detail.strip().splitlines() or ["no log"]
-        reason = next((line for line in lines if "FATAL" in line), lines[-1])
+        reason = next((line for line in reversed(lines) if "FATAL" in line), lines[-1])  # the last attempt's
         hint = ("a WAL segment before the target is missing or damaged; pick an earlier --time, or restore "
                 "without --time. " if "recovery target" in reason else "")
+        stopped = f" ({', '.join(apps)}; start them once the database is back)" if apps else ""
         raise CliError(
-            f"PostgreSQL did not finish recovery ({reason.strip()}): {hint}The database and the applications "
-            "stay stopped: nothing was opened half-restored.",
+            f"PostgreSQL did not finish recovery ({reason.strip()}): {hint}The database and the applications"
+            f"{stopped} stay stopped: nothing was opened half-restored.",
             EXIT_FAILED,
         ) from None
     target.start_apps(apps)
