@@ -85,6 +85,18 @@ def test_the_commands_are_registered_with_their_arguments(capsys):
     assert main(["restore", "prod", "--time", "2026-11-30T10:00"]) == EXIT_REFUSED
 
 
+@pytest.mark.parametrize("command", ["backup", "backups", "restore"])
+@pytest.mark.parametrize("stack, message", [
+    ("qa.yaml/../prod", "invalid stack name"), ("../../etc/passwd", "invalid stack name"), ("", "invalid stack name"),
+    ("..", "invalid stack name"), ("dev\nprod", "invalid stack name"), ("x" * 101, "invalid stack name"),
+    ("staging", "unknown stack 'staging'"),
+])
+def test_a_stack_that_is_not_one_is_refused_in_one_line(command, stack, message, capsys):
+    assert main([command, "--", stack]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_prod_is_reached_over_ssh_and_pgbackrest_runs_in_the_sidecar_as_postgres():
     runner = Recorder({"info": INFO})
     host = DockerDatabaseHost("prod", run=runner)

@@ -22,8 +22,13 @@ def register(subparsers) -> None:
 
 
 def connect(stack: str) -> DatabaseHost:
+    """The stack's database host, once its name is a stack name and its file exists (a name
+    with a `/` would otherwise reach the file system as a path)."""
     from infra.cli.dockerdb import DockerDatabaseHost
+    from infra.cli.engine import stack_file
+    from infra.config import REPO_ROOT
 
+    stack_file(stack, REPO_ROOT)
     return DockerDatabaseHost(stack)
 
 
