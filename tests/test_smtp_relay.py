@@ -80,6 +80,39 @@ def test_without_upstream_mail_is_accepted_held_and_the_reason_logged():
         assert "!" in queue.splitlines()[1] and "ops@coderz.example" in queue, queue
 
 
+# What boky/postfix itself writes into main.cf before the POSTFIX_* values (scripts/common-run.sh,
+# postfix_setup_sender_domains): with ALLOWED_SENDER_DOMAINS it permits every relay.
+IMAGE_OWN_SETTINGS = {"smtpd_relay_restrictions": "permit"}
+
+
+@pytest.mark.parametrize("with_upstream", [True, False], ids=["upstream", "local-only"])
+def test_no_open_relay_a_client_outside_the_private_network_is_refused(with_upstream):
+    """The private network is 127.0.0.2 here; a client from 127.0.0.3 is outside it."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(tls_auth_sink(USER, PASSWORD)) if with_upstream else None
+        up = upstream(sink.port) if sink else None
+        relay = stack.enter_context(postfix(lambda folder: {**IMAGE_OWN_SETTINGS, **mail.postfix_settings(
+            RELAY, up, password_map=str(folder / "sasl_passwd"), networks=("127.0.0.2/32",))},
+            {"sasl_passwd": mail.password_map(up, PASSWORD)} if up else {}))
+
+        def send_from(address: str, to: str) -> None:
+            with smtplib.SMTP("127.0.0.1", relay.port, timeout=10, source_address=(address, 0)) as client:
+                client.sendmail("alerts@coderz.example", [to], "Subject: relay?\r\n\r\nbody\r\n")
+
+        for to in ("ops@coderz.example", "victim@elsewhere.example"):
+            with pytest.raises((smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused)) as refused:
+                send_from("127.0.0.3", to)
+            assert "rejected" in str(refused.value) or "denied" in str(refused.value), refused.value
+        assert "Mail queue is empty" in relay.queue()
+        send_from("127.0.0.2", "ops@coderz.example")  # the private network is served
+        if sink:
+            assert wait_until(lambda: sink.messages) and len(sink.messages) == 1
+        else:
+            assert wait_until(lambda: "ops@coderz.example" in relay.queue())
+
+
 def test_an_upstream_without_tls_or_login_is_refused():
     plain = upstream(25).model_copy(update={"starttls": False})
     with pytest.raises(ValueError, match="TLS only"):
@@ -165,6 +198,7 @@ def test_senders_mail_through_the_relay_which_alone_holds_the_password(stack):
     relay = containers["smtp-relay"].plain
     assert "POSTFIX_relayhost=[smtp.coderz.example]:587" in relay["envs"]
     assert "POSTFIX_smtp_tls_security_level=encrypt" in relay["envs"]
+    assert not relay.get("ports"), "the relay is never published on the host"
 
 
 def test_dev_has_no_upstream_so_its_relay_holds_mail():
@@ -172,3 +206,4 @@ def test_dev_has_no_upstream_so_its_relay_holds_mail():
     assert outputs["smtp_endpoint"] == "smtp-relay:587"
     (relay,) = [c for c in monitor.of_type("docker:index/container:Container") if service_of(c) == "smtp-relay"]
     assert any(mail.LOCAL_ONLY_REASON in e for e in relay.plain["envs"])
+    assert not relay.plain.get("ports"), "the relay is never published on the host"

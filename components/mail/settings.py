@@ -56,6 +56,11 @@ def postfix_settings(config: SmtpRelayConfig, upstream: SmtpConfig | None, *,
     settings = {
         "myhostname": config.hostname,
         "mynetworks": " ".join(networks),
+        # Only mynetworks may hand over mail, whatever the image sets (boky/postfix sets
+        # smtpd_relay_restrictions=permit when ALLOWED_SENDER_DOMAINS is given): no open relay
+        # even should the port ever be reached from outside the stack network.
+        "smtpd_client_restrictions": "permit_mynetworks, reject",
+        "smtpd_relay_restrictions": "permit_mynetworks, reject",
         "mydestination": "",
         "smtputf8_enable": "no",
     }
