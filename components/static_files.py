@@ -5,7 +5,9 @@ everything else, no directory listing, nothing outside the folder, nothing hidde
 
 from __future__ import annotations
 
-IMMUTABLE = 'add_header Cache-Control "public, max-age=31536000, immutable" always;'
+# Without `always`: a year only for a file found (200/304); a 404 of an asset not there yet (a
+# page newer than its assets, mid-deploy) must not be kept by browsers for a year.
+IMMUTABLE = 'add_header Cache-Control "public, max-age=31536000, immutable";'
 REVALIDATE = 'add_header Cache-Control "no-cache" always;'
 
 

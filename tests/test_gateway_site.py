@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from components.gateway.site import SITE_ROOT, SITE_SOURCE, fingerprinted, site_files
-from tests.servers import redis_server, scratch_dir
+from tests.servers import raw_request, redis_server, scratch_dir
 from tests.test_gateway_nginx import REDIS_PASSWORD, SECURITY_HEADERS, DnsStub, gateway, route
 
 SECRET = "not-for-the-web"
@@ -147,21 +147,6 @@ def test_the_files_reach_the_gateway_through_its_config_command_and_a_change_rel
         {k: v for k, v in container.items() if k not in ("name", "hostname")}
 
 
-def raw_request(gw, head: bytes) -> tuple[int, dict[str, str], bytes]:
-    """One request sent byte for byte (no client library normalises the path), the connection
-    closed after it; returns (status, headers with lowercase names, body)."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", gw.args.http_port), timeout=10) as connection:
-        connection.sendall(head + b"\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
-    top, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = top.decode("latin-1").split("\r\n")
-    return int(status_line.split()[1]), {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}, body
-
-
 def test_hostile_paths_never_reach_a_file_outside_the_site(site_gateway):
     gw, files = site_gateway
     css = asset(files, ".css")
@@ -176,7 +161,7 @@ def test_hostile_paths_never_reach_a_file_outside_the_site(site_gateway):
         b"/static/.hidden.css", b"/static/%2ehidden.css", b"/static/./.hidden.css",
     ]
     for path in hostile:
-        status, headers, body = raw_request(gw, b"GET " + path + b" HTTP/1.1")
+        status, headers, body = raw_request(gw.args.http_port, b"GET " + path + b" HTTP/1.1")
         assert status in (400, 404, 414), (path[:80], status)
         assert SECRET.encode() not in body and b"Index of" not in body, path[:80]
         assert headers.get("cache-control") != "max-age=31536000", (path[:80], headers)  # a 404 is not kept a year
