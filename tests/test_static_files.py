@@ -26,6 +26,10 @@ def served() -> Iterator[int]:
     (site / "page").mkdir()
     (site / "page" / "index.html").write_text("<html>page</html>")
     (site / "assets" / "app.0123456789.css").write_text("body{}")
+    (site / "assets" / "lunr").mkdir()
+    (site / "assets" / "lunr" / "lunr.stemmer.support.min.js").write_text("var lunr;")  # MkDocs ships it unhashed
+    (site / "assets" / ".env").write_text(SECRET)
+    (site / "assets" / ".git.0123456789.cfg").write_text(SECRET)
     (folder / "secret.txt").write_text(SECRET)
     # what a careless build could leave: links to outside the folder
     (site / "leak.txt").symlink_to(folder / "secret.txt")
@@ -49,6 +53,12 @@ def test_only_a_found_fingerprinted_asset_is_kept_a_year(served):
     assert status == 404 and headers.get("cache-control") != YEAR, headers
     status, headers, _ = get("/page/")
     assert status == 200 and headers["cache-control"] == "no-cache"
+    # unhashed files under /assets/ change content under the same name: revalidated, never a year
+    status, headers, _ = get("/assets/lunr/lunr.stemmer.support.min.js")
+    assert status == 200 and headers["cache-control"] == "no-cache" and headers["etag"]
+    for hidden in ("/assets/.env", "/assets/.git.0123456789.cfg", "/assets/lunr/../.env"):
+        status, headers, body = get(hidden)
+        assert status == 404 and SECRET.encode() not in body and headers.get("cache-control") != YEAR, hidden
 
 
 def test_symlinks_and_hostile_paths_reach_nothing_outside(served):
