@@ -97,6 +97,39 @@ def test_a_stack_that_is_not_one_is_refused_in_one_line(command, stack, message,
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_backups_lists_newest_first_with_type_finish_age_and_size(capsys):
+    from infra.cli import backups as backups_command
+
+    host = DockerDatabaseHost("prod", run=Recorder({"info": INFO}))
+    assert backups_command.handle(type("A", (), {"stack": "prod"})(), host, now=NOW) == 0
+    header, newest, older, window = capsys.readouterr().out.splitlines()
+    assert header.split() == ["label", "type", "finished", "(UTC)", "age", "size"]
+    assert newest.split() == ["20261129-020000F_20261130-020000D", "diff", "2026-11-30", "02:00:30", "9h", "59m", "293.0", "KiB"]
+    assert older.split()[:2] == ["20261129-020000F", "full"] and older.endswith("4.3 MiB")
+    assert "20261128-020000F" not in window  # the damaged one is never offered
+    assert window == "restorable from 2026-11-29 02:01:00 UTC on; WAL archived 000000010000000000000002 .. 00000001000000000000000A"
+
+
+def test_backup_is_full_by_default_and_a_failed_pgbackrest_exits_3(monkeypatch, capsys):
+    from infra.cli import EXIT_FAILED, parser
+    from infra.cli.pgbackrest import ToolFailed
+
+    assert parser().parse_args(["backup", "prod"]).type == "full"
+    with pytest.raises(SystemExit):
+        main(["backup", "prod", "--type", "snapshot"])
+
+    def failing(argv, what):
+        raise ToolFailed(what, "ERROR: [082]: unable to find primary cluster\n")
+
+    from infra.cli import backups as backups_command
+
+    for module in (backup_command, backups_command):
+        monkeypatch.setattr(module, "connect", lambda stack: DockerDatabaseHost(stack, run=failing))
+    for command in ("backup", "backups"):
+        assert main([command, "prod"]) == EXIT_FAILED
+        assert capsys.readouterr().err.strip().endswith("failed: ERROR: [082]: unable to find primary cluster")
+
+
 def test_prod_is_reached_over_ssh_and_pgbackrest_runs_in_the_sidecar_as_postgres():
     runner = Recorder({"info": INFO})
     host = DockerDatabaseHost("prod", run=runner)

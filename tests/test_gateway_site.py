@@ -53,6 +53,8 @@ def test_landing_page_200_html_revalidated_with_etag_and_304(site_gateway):
     assert all(name in headers for name in SECURITY_HEADERS), headers
     assert gw.get("/", headers={"If-None-Match": headers["etag"]})[0] == 304
     assert gw.get("/", headers={"If-Modified-Since": headers["last-modified"]})[0] == 304
+    status, headers, body = gw.get("/", headers={"Accept-Encoding": "gzip"})
+    assert headers["content-encoding"] == "gzip" and gzip.decompress(body).decode() == files["index.html"]
 
 
 def test_fingerprinted_assets_cached_a_year_with_their_types_and_gzip(site_gateway):
@@ -211,3 +213,15 @@ def test_symlinks_committed_into_site_are_refused(tmp_path, make):
     make(tmp_path / "site", outside)
     with pytest.raises(ValueError, match="symlink"):
         site_files(tmp_path / "site")
+
+
+def test_landing_page_off_serves_neither_page_nor_assets():
+    from components.gateway.site import SITE_ROOT
+    from tests.mocks import deploy_stack, gateway_installed_files
+
+    monitor, _ = deploy_stack("dev", **{"coderz:gateway": {"landingPage": False}})
+    (command,) = [c for c in monitor.registrations if c.name.endswith("gateway-config")]
+    files = gateway_installed_files(command)
+    assert not any(path.startswith(SITE_ROOT) for path in files), sorted(files)
+    conf = next(text for path, (text, _) in files.items() if path.endswith("nginx.conf"))
+    assert "location = / {" not in conf and "/static/" not in conf and SITE_ROOT not in conf

@@ -207,3 +207,14 @@ def test_dev_has_no_upstream_so_its_relay_holds_mail():
     (relay,) = [c for c in monitor.of_type("docker:index/container:Container") if service_of(c) == "smtp-relay"]
     assert any(mail.LOCAL_ONLY_REASON in e for e in relay.plain["envs"])
     assert not relay.plain.get("ports"), "the relay is never published on the host"
+
+
+def test_without_the_relay_senders_use_coderz_smtp_directly():
+    monitor, outputs = deploy_stack("qa", **{"coderz:smtpRelay": {"enabled": False}})
+    containers = {service_of(c): c for c in monitor.of_type("docker:index/container:Container")}
+    assert "smtp-relay" not in containers
+    (config,) = [u["content"] for u in containers["alertmanager"].plain["uploads"]
+                 if u["file"] == monitoring_render.ALERTMANAGER_CONFIG]
+    assert "smtp_smarthost: smtp.coderz.example:587" in config and "smtp-relay" not in config
+    assert "GF_SMTP_HOST=smtp.coderz.example:587" in containers["grafana"].plain["envs"]
+    assert "smtp-relay" not in str(outputs.get("smtp_endpoint"))
