@@ -106,6 +106,9 @@ def test_a_content_change_renames_the_asset_and_rewrites_the_page(tmp_path):
     (lambda root: (root / "index.html").write_bytes(b"<html>\xff</html>"), "not UTF-8"),
     (lambda root: (root / "static" / "fonts").mkdir(), "only plain files"),
     (lambda root: (root / ".DS_Store").write_text("x"), "only index.html and static/"),
+    # references the rewrite cannot follow would be 404s in production
+    (lambda root: (root / "index.html").write_text('<link href="/static/site.css?v=2">'), r"refers to /static/site.css\?v=2"),
+    (lambda root: (root / "index.html").write_text('<img src="/static/missing.svg">'), "refers to /static/missing.svg"),
     (lambda root: (root / "secrets.txt").write_text("x"), "only index.html and static/"),
 ])
 def test_surprising_files_are_refused(tmp_path, make, message):

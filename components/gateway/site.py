@@ -55,4 +55,8 @@ def site_files(source: Path = SITE_SOURCE) -> dict[str, str]:
     extra = sorted(p.name for p in source.iterdir() if p.name not in ("index.html", STATIC))
     if extra:
         raise ValueError(f"{source}: only index.html and {STATIC}/ are served, not {', '.join(extra)}")
+    # What the rewrite missed (`/static/site.css?v=2`, a file not in static/) would be a 404 in production.
+    missing = sorted({ref for ref in re.findall(rf"/{STATIC}/[^\s\"'()<>]*", page) if ref[1:] not in files})
+    if missing:
+        raise ValueError(f"{index} refers to {', '.join(missing)}: not a file of {STATIC}/ (write /{STATIC}/name.ext, quoted)")
     return {"index.html": page, **files}
