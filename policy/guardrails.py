@@ -306,7 +306,9 @@ def check_data_volume_protected(args: ResourceValidationArgs, report: ReportViol
 
 # --- SSH key authentication ---------------------------------------------------------------------
 
-PASSWORD_SSH_OPTIONS = re.compile(r"(?i)(PasswordAuthentication\s*[= ]\s*yes|PreferredAuthentications\s*[= ]\s*\S*(password|keyboard))")
+# Keyboard-interactive is how most servers ask for a password, so it counts as one.
+PASSWORD_SSH_OPTIONS = re.compile(r"(?i)((Password|KbdInteractive|ChallengeResponse)Authentication\s*[= ]\s*yes"
+                                  r"|PreferredAuthentications\s*[= ]\s*\S*(password|keyboard))")
 
 
 def _ssh_opts(value: Any) -> list[str]:

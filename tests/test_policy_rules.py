@@ -174,6 +174,9 @@ KEYED = '["-o", "ControlMaster=auto", "-i", "~/.ssh/coderz-prod.key"]'
     ({"host": "ssh://deploy@h:22", "sshOpts": '["-i"]'}, "has no key (-i <file>)"),
     ({"host": "ssh://deploy:pw@h:22", "sshOpts": KEYED}, "the ssh host URL carries a password"),
     ({"host": "ssh://deploy@h:22", "sshOpts": '["-i", "/k", "-o", "PasswordAuthentication=yes"]'}, "allow password authentication"),
+    ({"host": "ssh://deploy@h:22", "sshOpts": '["-i", "/k", "-oKbdInteractiveAuthentication=yes"]'}, "allow password authentication"),
+    ({"host": "ssh://deploy@h:22", "sshOpts": ["-i", "/k", "-o", "ChallengeResponseAuthentication yes"]}, "allow password authentication"),
+    ({"host": "ssh://deploy@h:22", "sshOpts": ["-i", "/k", "-o", "KbdInteractiveAuthentication=no"]}, None),
 ])
 def test_docker_ssh_targets_use_a_key(props, expected):
     messages = violations("coderz-ssh-key-auth", args(guardrails.DOCKER_PROVIDER, props))
