@@ -19,6 +19,9 @@ from tests.mailservers import postfix, tls_auth_sink
 from tests.mocks import TEST_SECRETS, deploy_stack, engine_config, is_secret, service_of, unwrap
 
 USER, PASSWORD = "relay@coderz.example", "s3cret pw:#1 'q'"
+# What boky/postfix itself writes into main.cf before the POSTFIX_* values (scripts/common-run.sh):
+# no local delivery, no relay domains, and, with ALLOWED_SENDER_DOMAINS, every relay permitted.
+IMAGE_OWN_SETTINGS = {"mydestination": "", "relay_domains": "", "smtpd_relay_restrictions": "permit"}
 RELAY = mail.SmtpRelayConfig(enabled=True)
 
 
@@ -31,8 +34,8 @@ def relay_with(up: SmtpConfig | None, password: str | None = None):
     """Debian's Postfix with the relay's settings (the container's `POSTFIX_*` values), its
     clients on 127.0.0.1 instead of the Docker network."""
     files = {"sasl_passwd": mail.password_map(up, password)} if up else {}
-    return postfix(lambda folder: mail.postfix_settings(RELAY, up, password_map=str(folder / "sasl_passwd"),
-                                                        networks=("127.0.0.0/8",)), files)
+    return postfix(lambda folder: {**IMAGE_OWN_SETTINGS, **mail.postfix_settings(
+        RELAY, up, password_map=str(folder / "sasl_passwd"), networks=("127.0.0.0/8",))}, files)
 
 
 def send(port: int, subject: str) -> None:
@@ -80,9 +83,6 @@ def test_without_upstream_mail_is_accepted_held_and_the_reason_logged():
         assert "!" in queue.splitlines()[1] and "ops@coderz.example" in queue, queue
 
 
-# What boky/postfix itself writes into main.cf before the POSTFIX_* values (scripts/common-run.sh,
-# postfix_setup_sender_domains): with ALLOWED_SENDER_DOMAINS it permits every relay.
-IMAGE_OWN_SETTINGS = {"smtpd_relay_restrictions": "permit"}
 
 
 @pytest.mark.parametrize("with_upstream", [True, False], ids=["upstream", "local-only"])
@@ -111,6 +111,12 @@ def test_no_open_relay_a_client_outside_the_private_network_is_refused(with_upst
             assert wait_until(lambda: sink.messages) and len(sink.messages) == 1
         else:
             assert wait_until(lambda: "ops@coderz.example" in relay.queue())
+
+
+@pytest.mark.parametrize("up", [None, upstream(587)], ids=["local-only", "upstream"])
+def test_no_rendered_value_is_empty_as_the_image_would_delete_that_key(up):
+    settings = mail.postfix_settings(RELAY, up)
+    assert settings and all(value.strip() for value in settings.values()), settings
 
 
 def test_an_upstream_without_tls_or_login_is_refused():
