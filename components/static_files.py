@@ -5,32 +5,42 @@ everything else, no directory listing, nothing outside the folder, nothing hidde
 
 from __future__ import annotations
 
-IMMUTABLE = 'add_header Cache-Control "public, max-age=31536000, immutable" always;'
+# Without `always`: a year only for a file found (200/304); a 404 of an asset not there yet (a
+# page newer than its assets, mid-deploy) must not be kept by browsers for a year.
+IMMUTABLE = 'add_header Cache-Control "public, max-age=31536000, immutable";'
 REVALIDATE = 'add_header Cache-Control "no-cache" always;'
+# A name that carries a content hash: `main.57a0d79d.min.css`, `site.3f2a9c1b0d.css`.
+HASHED_NAME = r'"\.[0-9a-f]{8,64}\.[^/]+$"'
+HIDDEN = "location ~ /\\. { return 404; }"  # .git, .env: never served
 
 
 def static_locations(prefix: str, root: str, *, fingerprinted: tuple[str, ...] = (), extra_headers: str = "",
                      indent: str = "        ") -> str:
-    """`location` blocks serving `root` at URL `prefix` (ending in /). Paths under one of
-    `fingerprinted` (URL prefixes) carry a content hash in their name and are cached for a
-    year; the rest is revalidated on every use. `extra_headers` repeats the server's
-    `add_header` lines (a location with its own `add_header` inherits none)."""
+    """`location` blocks serving `root` at URL `prefix` (ending in /). Under one of
+    `fingerprinted` (URL prefixes), a file whose name carries a content hash is cached for a
+    year; everything else (MkDocs' lunr scripts and favicon sit unhashed under /assets/) is
+    revalidated on every use. `extra_headers` repeats the server's `add_header` lines (a
+    location with its own `add_header` inherits none)."""
     if not prefix.startswith("/") or not prefix.endswith("/") or not root.startswith("/"):
         raise ValueError("prefix and root are absolute, the prefix ends with /")
     directives = [f"alias {root.rstrip('/')}/;", "autoindex off;", "etag on;", "if_modified_since exact;",
                   "disable_symlinks on;"]
+    extra = [h for h in extra_headers.splitlines() if h.strip()]
     blocks = []
     for assets in fingerprinted:
         if not assets.startswith(prefix) or not assets.endswith("/") or assets == prefix:
             raise ValueError(f"{assets} is not a folder under {prefix}")
         folder = f"{root.rstrip('/')}/{assets[len(prefix):]}"
+        # Without `always`, the year goes only with a file found: a 404 of an asset not there
+        # yet (a page newer than its assets, mid-deploy) must not be kept by browsers for a year.
         blocks.append([f"location ^~ {assets} {{", f"    alias {folder};", *(f"    {d}" for d in directives[1:]),
-                       f"    {IMMUTABLE}", *(f"    {h}" for h in extra_headers.splitlines() if h.strip()),
+                       f"    {REVALIDATE}", *(f"    {h}" for h in extra), f"    {HIDDEN}",
+                       f"    location ~ {HASHED_NAME} {{", f"        {IMMUTABLE}", *(f"        {h}" for h in extra), "    }",
                        "    try_files $uri =404;", "}"])
     blocks.append([f"location ^~ {prefix} {{", *(f"    {d}" for d in directives),
-                   f"    {REVALIDATE}", *(f"    {h}" for h in extra_headers.splitlines() if h.strip()),
-                   # a folder's index.html, never a listing; hidden files (.git, .env) are not served
-                   "    location ~ /\\. { return 404; }",
+                   f"    {REVALIDATE}", *(f"    {h}" for h in extra),
+                   # a folder's index.html, never a listing
+                   f"    {HIDDEN}",
                    "    try_files $uri $uri/index.html =404;", "}"])
     return "\n".join(indent + line for block in blocks for line in block) + "\n"
 

@@ -144,7 +144,8 @@ RESTART_POLICIES = ("unless-stopped", "always", "on-failure")
 
 def check_health_check(args: ResourceValidationArgs, report: ReportViolation) -> None:
     tests = list(prop(args, "healthcheck", {}).get("tests") or [])
-    if not tests or tests[0] not in ("CMD", "CMD-SHELL") or len(tests) < 2:
+    # an empty command always succeeds: that is no check either
+    if not tests or tests[0] not in ("CMD", "CMD-SHELL") or not "".join(map(str, tests[1:])).strip():
         report(f"container {label(args)} has no health check (healthcheck.tests {tests or 'unset'})")
 
 
@@ -208,6 +209,11 @@ def check_pinned_image(args: ResourceValidationArgs, report: ReportViolation) ->
 # --- no secret in plain text --------------------------------------------------------------------
 
 SECRET_KEY = re.compile(r"(?i)(pass(word|wd|phrase)?|secret|token|api[_-]?key|private[_-]?key|credentials?)$")
+# A secret word anywhere in a name, as one of its parts (AWS_SECRET_ACCESS_KEY, DB_PASSWORD_PLAIN),
+# unless the name ends in a part that only points at the secret (GITHUB_TOKEN_FILE,
+# smtp_sasl_password_maps).
+SECRET_PARTS = {"PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "CREDENTIAL", "CREDENTIALS"}
+REFERENCE_PARTS = {"FILE", "PATH", "MAP", "MAPS", "DIR", "URL"}
 ENV_ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.S)
 SECRET_PATTERNS = (
     ("a PEM private key", re.compile(r"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----")),
@@ -233,10 +239,17 @@ def _assigns_secret(text: str) -> bool:
     return False
 
 
+def secret_name(name: str) -> bool:
+    parts = re.split(r"[_.-]", name.upper())
+    if parts[-1] in REFERENCE_PARTS:
+        return False
+    return bool(SECRET_KEY.search(name)) or any(part in SECRET_PARTS for part in parts)
+
+
 def secret_problem(text: str) -> str | None:
     """What secret-looking content `text` carries, or None (never the value itself)."""
     entry = ENV_ENTRY.match(text)
-    if entry and entry.group(2) and SECRET_KEY.search(entry.group(1)) and not entry.group(1).endswith(("_FILE", "_PATH")):
+    if entry and entry.group(2) and secret_name(entry.group(1)):
         return f"{entry.group(1)}=... (a secret-named variable)"
     for what, pattern in SECRET_PATTERNS:
         if pattern.search(text):
@@ -268,7 +281,11 @@ def check_plaintext_secrets(args: ResourceValidationArgs, report: ReportViolatio
     for field in SECRET_FIELDS.get(args.resource_type, ()):
         if field not in args.props:
             continue
-        for where, text in _plain_strings(args.props[field], field):
+        value = args.props[field]
+        if field == "environment" and isinstance(value, Mapping):
+            # a command's environment is a map: its names count as a container's `NAME=value`
+            value = {key: item if isinstance(item, Secret) else f"{key}={item}" for key, item in value.items()}
+        for where, text in _plain_strings(value, field):
             problem = secret_problem(text)
             if problem:
                 report(f"{args.name}: {where} carries {problem} in plain text; pass it as a secret Output")
@@ -279,15 +296,19 @@ def check_plaintext_secrets(args: ResourceValidationArgs, report: ReportViolatio
 
 def check_data_volume_protected(args: ResourceValidationArgs, report: ReportViolation) -> None:
     name = label(args)
+    # Without the stack's pack config nothing says it may lose its data: protect every one
+    # (a forgotten --policy-pack-config makes the pack stricter, never weaker).
     config = args.get_config() or {}
-    keep = config.get("keepData", stack_of(args.urn) == "prod")
+    keep = config.get("keepData", True)
     if keep and name.endswith("-data") and not args.opts.protect:
         report(f"data volume {name} is not protected (protect=True, with retain_on_delete, keeps it through destroy)")
 
 
 # --- SSH key authentication ---------------------------------------------------------------------
 
-PASSWORD_SSH_OPTIONS = re.compile(r"(?i)(PasswordAuthentication\s*[= ]\s*yes|PreferredAuthentications\s*[= ]\s*\S*(password|keyboard))")
+# Keyboard-interactive is how most servers ask for a password, so it counts as one.
+PASSWORD_SSH_OPTIONS = re.compile(r"(?i)((Password|KbdInteractive|ChallengeResponse)Authentication\s*[= ]\s*yes"
+                                  r"|PreferredAuthentications\s*[= ]\s*\S*(password|keyboard))")
 
 
 def _ssh_opts(value: Any) -> list[str]:

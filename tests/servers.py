@@ -84,6 +84,20 @@ def http(method: str, url: str, *, headers: dict[str, str] | None = None, body: 
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
 
 
+def raw_request(port: int, head: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request line sent byte for byte to 127.0.0.1:`port` (no client library
+    normalises the path), the connection closed after it; returns (status, headers with
+    lowercase names, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(head + b"\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    top, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = top.decode("latin-1").split("\r\n")
+    return int(status_line.split()[1]), {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}, body
+
+
 def scratch_dir(prefix: str) -> Path:
     """A temp folder other users can enter (pytest's tmp_path is 0700, PostgreSQL runs as postgres)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

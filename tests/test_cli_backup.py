@@ -87,6 +87,63 @@ def test_the_commands_are_registered_with_their_arguments(capsys):
     assert main(["restore", "prod", "--time", "2026-11-30T10:00"]) == EXIT_REFUSED
 
 
+@pytest.mark.parametrize("command", ["backup", "backups", "restore"])
+@pytest.mark.parametrize("stack, message", [
+    ("qa.yaml/../prod", "invalid stack name"), ("../../etc/passwd", "invalid stack name"), ("", "invalid stack name"),
+    ("..", "invalid stack name"), ("dev\nprod", "invalid stack name"), ("x" * 101, "invalid stack name"),
+    ("staging", "unknown stack 'staging'"),
+])
+def test_a_stack_that_is_not_one_is_refused_in_one_line(command, stack, message, capsys):
+    assert main([command, "--", stack]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("into, message", [
+    ("../qa", "invalid stack name"), ("/tmp/x", "invalid stack name"), ("", "invalid stack name"),
+    ("qa\nprod", "invalid stack name"), ("never-cloned", "unknown stack 'never-cloned'"),
+])
+def test_restore_into_a_name_that_is_not_a_stack_is_refused_before_anything(into, message, capsys):
+    """NEW is a stack made by `coderz clone` (its file exists), never a path; refused before
+    the source is even asked for its backups."""
+    assert main(["restore", "qa", "--into", into]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_backups_lists_newest_first_with_type_finish_age_and_size(capsys):
+    from infra.cli import backups as backups_command
+
+    host = DockerDatabaseHost("prod", run=Recorder({"info": INFO}))
+    assert backups_command.handle(type("A", (), {"stack": "prod"})(), host, now=NOW) == 0
+    header, newest, older, window = capsys.readouterr().out.splitlines()
+    assert header.split() == ["label", "type", "finished", "(UTC)", "age", "size"]
+    assert newest.split() == ["20261129-020000F_20261130-020000D", "diff", "2026-11-30", "02:00:30", "9h", "59m", "293.0", "KiB"]
+    assert older.split()[:2] == ["20261129-020000F", "full"] and older.endswith("4.3 MiB")
+    assert "20261128-020000F" not in window  # the damaged one is never offered
+    assert window == "restorable from 2026-11-29 02:01:00 UTC on; WAL archived 000000010000000000000002 .. 00000001000000000000000A"
+
+
+def test_backup_is_full_by_default_and_a_failed_pgbackrest_exits_3(monkeypatch, capsys):
+    from infra.cli import EXIT_FAILED, parser
+    from infra.cli.pgbackrest import ToolFailed
+
+    assert parser().parse_args(["backup", "prod"]).type == "full"
+    with pytest.raises(SystemExit):
+        main(["backup", "prod", "--type", "snapshot"])
+
+    def failing(argv, what):
+        raise ToolFailed(what, "ERROR: [082]: unable to find primary cluster\n")
+
+    from infra.cli import backups as backups_command
+
+    for module in (backup_command, backups_command):
+        monkeypatch.setattr(module, "connect", lambda stack, root: DockerDatabaseHost(stack, run=failing))
+    for command in ("backup", "backups"):
+        assert main([command, "prod"]) == EXIT_FAILED
+        assert capsys.readouterr().err.strip().endswith("failed: ERROR: [082]: unable to find primary cluster")
+
+
 def test_prod_is_reached_over_ssh_and_pgbackrest_runs_in_the_sidecar_as_postgres():
     runner = Recorder({"info": INFO})
     host = DockerDatabaseHost("prod", run=runner)

@@ -48,12 +48,35 @@ def test_exit_codes_say_what_happened(fake_docker, monkeypatch, capsys, code, ex
     (["loadtest", "dev", "--script", "lib"], "no script"),
     (["loadtest", "dev", "--env", "VUS"], "expected KEY=VALUE"),
     (["loadtest", "dev", "--env", "lower=1"], "bad variable name"),
+    (["loadtest", "dev", "--env", "=1"], "bad variable name"),
+    # aimed elsewhere: the runner would load-test any URL, or read another stack's routes
+    (["loadtest", "dev", "--env", "BASE_URL=https://victim.example"], "BASE_URL is set by coderz loadtest"),
+    (["loadtest", "qa", "--env", "STACK=prod"], "STACK is set by coderz loadtest"),
+    # a typo would run silently with the default (20 users instead of 200)
+    (["loadtest", "dev", "--script", "load", "--env", "VU=200"], "no script reads 'VU' (typo?)"),
+    (["loadtest", "dev", "--env", "K6_NO_USAGE_REPORT=false"], "no script reads"),
+    (["loadtest", "dev", "--env", "VUS=1", "--env", "VUS=500"], "--env VUS is given twice"),
 ])
 def test_refuses_bad_requests_before_running_anything(fake_docker, capsys, argv, message):
     assert cli.main(argv) == cli.EXIT_REFUSED
     assert message in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         fake_docker()
+
+
+def test_every_variable_the_scripts_read_but_the_runners_own_is_accepted(fake_docker):
+    from components.k6.settings import SET_BY_RUNNER, script_variables
+    free = [name for name in script_variables() if name not in SET_BY_RUNNER]
+    assert {"VUS", "DURATION", "RAMP", "ITERATIONS", "P95_MS", "MAX_ERROR_RATE", "ROUTES"} <= set(free)
+    argv = ["loadtest", "dev"] + [arg for name in free for arg in ("--env", f"{name}=a=b c;$(x)")]
+    assert cli.main(argv) == cli.EXIT_OK
+    assert all(f"{name}=a=b c;$(x)" in fake_docker() for name in free)  # one argv word each, no shell
+
+
+def test_without_the_docker_cli_it_fails_with_3(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert cli.main(["loadtest", "dev"]) == cli.EXIT_FAILED
+    assert "docker (the CLI) is not installed" in capsys.readouterr().err
 
 
 def test_a_stack_without_k6_is_refused(fake_docker, monkeypatch, capsys):

@@ -390,3 +390,21 @@ def test_daily_summary_mails_the_last_day(prefect_api, prometheus_url, sink, exi
     write_config(tmp_path, monkeypatch, alertmanager_url=f"http://127.0.0.1:{free_port()}")
     unanswered = daily_summary(return_state=True)
     assert unanswered.is_failed() and "did not answer" in checks_of(unanswered)["alertmanager"]["detail"]
+
+
+def test_daily_summary_reports_the_last_good_backup_from_prometheus(prometheus_url, tmp_path, monkeypatch):
+    """The backup line with a real value: any timestamp gauge stands in for the sidecar's
+    metric (the node exporter's boot time), read back as the same instant in UTC."""
+    from datetime import datetime, timezone
+
+    from flows import prometheus as flow_prometheus
+    from flows.config import load_config
+    from flows.daily_summary import prometheus_lines
+
+    write_config(tmp_path, monkeypatch, prometheus_url=prometheus_url, backup_metric="node_boot_time_seconds")
+    ((_, boot),) = flow_prometheus.query(prometheus_url, "max(node_boot_time_seconds)")
+    checks = []
+    lines = prometheus_lines(load_config(), checks)
+    assert f"Last good backup: {datetime.fromtimestamp(boot, timezone.utc).isoformat()}" in lines and checks == []
+    write_config(tmp_path, monkeypatch, prometheus_url=prometheus_url)
+    assert "Backups: no backup job on this stack" in prometheus_lines(load_config(), checks)

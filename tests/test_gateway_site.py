@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from components.gateway.site import SITE_ROOT, SITE_SOURCE, fingerprinted, site_files
-from tests.servers import redis_server, scratch_dir
+from tests.servers import raw_request, redis_server, scratch_dir
 from tests.test_gateway_nginx import REDIS_PASSWORD, SECURITY_HEADERS, DnsStub, gateway, route
 
 SECRET = "not-for-the-web"
@@ -53,6 +53,8 @@ def test_landing_page_200_html_revalidated_with_etag_and_304(site_gateway):
     assert all(name in headers for name in SECURITY_HEADERS), headers
     assert gw.get("/", headers={"If-None-Match": headers["etag"]})[0] == 304
     assert gw.get("/", headers={"If-Modified-Since": headers["last-modified"]})[0] == 304
+    status, headers, body = gw.get("/", headers={"Accept-Encoding": "gzip"})
+    assert headers["content-encoding"] == "gzip" and gzip.decompress(body).decode() == files["index.html"]
 
 
 def test_fingerprinted_assets_cached_a_year_with_their_types_and_gzip(site_gateway):
@@ -98,9 +100,15 @@ def test_a_content_change_renames_the_asset_and_rewrites_the_page(tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda root: (root / "static" / "x.css").symlink_to("/etc/passwd"), "only plain files"),
+    (lambda root: (root / "static" / "x.css").symlink_to("/etc/passwd"), "is a symlink"),
     (lambda root: (root / "static" / ".env").write_text("x"), "only plain files"),
     (lambda root: (root / "static" / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff"), "not UTF-8"),
+    (lambda root: (root / "index.html").write_bytes(b"<html>\xff</html>"), "not UTF-8"),
+    (lambda root: (root / "static" / "fonts").mkdir(), "only plain files"),
+    (lambda root: (root / ".DS_Store").write_text("x"), "only index.html and static/"),
+    # references the rewrite cannot follow would be 404s in production
+    (lambda root: (root / "index.html").write_text('<link href="/static/site.css?v=2">'), r"refers to /static/site.css\?v=2"),
+    (lambda root: (root / "index.html").write_text('<img src="/static/missing.svg">'), "refers to /static/missing.svg"),
     (lambda root: (root / "secrets.txt").write_text("x"), "only index.html and static/"),
 ])
 def test_surprising_files_are_refused(tmp_path, make, message):
@@ -142,3 +150,81 @@ def test_the_files_reach_the_gateway_through_its_config_command_and_a_change_rel
     assert changed_trigger != trigger
     assert {k: v for k, v in changed_container.items() if k not in ("name", "hostname")} == \
         {k: v for k, v in container.items() if k not in ("name", "hostname")}
+
+
+def test_hostile_paths_never_reach_a_file_outside_the_site(site_gateway):
+    gw, files = site_gateway
+    css = asset(files, ".css")
+    hostile = [
+        b"/static/%00/../../nginx.conf", b"/static/" + css.encode()[8:] + b"%00.html", b"/%00",
+        b"/static/%c0%ae%c0%ae/%c0%ae%c0%ae/nginx.conf",  # overlong UTF-8 dots
+        b"/static/%e0%80%ae%e0%80%ae/nginx.conf", b"/static/%252e%252e/%252e%252e/nginx.conf",
+        b"/static/..\\..\\nginx.conf", b"/static/%2e%2e%5c%2e%2e%5cnginx.conf", b"/static/.%2e/.%2e/nginx.conf",
+        b"/static//../../nginx.conf", b"/static/./../../nginx.conf", b"//static/../../nginx.conf",
+        b"/static/../static/../../nginx.conf", b"/static%2f..%2f..%2fnginx.conf", b"/static/%2E%2E/%2E%2E/nginx.conf",
+        b"/static/" + b"a/" * 3000 + b"x.css", b"/static/" + b"%2e%2e/" * 1500 + b"nginx.conf",
+        b"/static/.hidden.css", b"/static/%2ehidden.css", b"/static/./.hidden.css",
+    ]
+    for path in hostile:
+        status, headers, body = raw_request(gw.args.http_port, b"GET " + path + b" HTTP/1.1")
+        assert status in (400, 404, 414), (path[:80], status)
+        assert SECRET.encode() not in body and b"Index of" not in body, path[:80]
+        assert headers.get("cache-control") != "max-age=31536000", (path[:80], headers)  # a 404 is not kept a year
+
+
+def test_head_and_query_strings_serve_the_same_file_and_other_methods_are_refused(site_gateway):
+    gw, files = site_gateway
+    css = asset(files, ".css")
+    _, get_headers, body = gw.get(css)
+    status, headers, head_body = gw.get(css, method="HEAD")
+    assert status == 200 and head_body == b"" and headers["etag"] == get_headers["etag"]
+    assert int(headers["content-length"]) == len(body)
+    # a cache-busting query on a fingerprinted asset is the same file, cached the same way
+    status, headers, queried = gw.get(css + "?v=2&x=%00")
+    assert status == 200 and queried == body and headers["cache-control"] == "max-age=31536000"
+    for path in ("/", css):
+        for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND", "FOO"):
+            status, headers, answer = gw.get(path, method=method, body=b"x" if method in ("POST", "PUT") else None)
+            assert status in (405, 501), (path, method, status)
+            assert files["index.html"].encode() not in answer and body not in answer, (path, method)
+            assert all(name in headers for name in SECURITY_HEADERS), (path, method, headers)
+
+
+def test_range_requests_get_their_bytes_and_many_ranges_no_more_than_the_file(site_gateway):
+    gw, files = site_gateway
+    css = asset(files, ".css")
+    whole = files[css[1:]].encode()
+    status, headers, body = gw.get(css, headers={"Range": "bytes=0-9"})
+    assert status == 206 and body == whole[:10] and headers["content-range"] == f"bytes 0-9/{len(whole)}"
+    assert gw.get(css, headers={"Range": f"bytes={len(whole) + 10}-"})[0] == 416
+    # overlapping ranges would multiply the answer: nginx serves one range at most
+    status, _, body = gw.get(css, headers={"Range": "bytes=" + ",".join(["0-"] * 200)})
+    assert status in (200, 206, 416) and len(body) <= len(whole), (status, len(body))
+
+
+@pytest.mark.parametrize("make", [
+    lambda root, outside: ((root / "index.html").unlink(), (root / "index.html").symlink_to(outside / "page.html")),
+    lambda root, outside: (shutil.rmtree(root / "static"), (root / "static").symlink_to(outside)),
+])
+def test_symlinks_committed_into_site_are_refused(tmp_path, make):
+    """An operator's symlink (to a folder or a file outside site/) must not ship that content."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "page.html").write_text(SECRET)
+    (outside / "keys.txt").write_text(SECRET)
+    shutil.copytree(SITE_SOURCE, tmp_path / "site")
+    make(tmp_path / "site", outside)
+    with pytest.raises(ValueError, match="symlink"):
+        site_files(tmp_path / "site")
+
+
+def test_landing_page_off_serves_neither_page_nor_assets():
+    from components.gateway.site import SITE_ROOT
+    from tests.mocks import deploy_stack, gateway_installed_files
+
+    monitor, _ = deploy_stack("dev", **{"coderz:gateway": {"landingPage": False}})
+    (command,) = [c for c in monitor.registrations if c.name.endswith("gateway-config")]
+    files = gateway_installed_files(command)
+    assert not any(path.startswith(SITE_ROOT) for path in files), sorted(files)
+    conf = next(text for path, (text, _) in files.items() if path.endswith("nginx.conf"))
+    assert "location = / {" not in conf and "/static/" not in conf and SITE_ROOT not in conf

@@ -115,10 +115,13 @@ def test_a_remote_command_with_a_password_fails():
     assert found.policy == "coderz-ssh-key-auth" and "connects with a password" in found.message
 
 
-def test_without_a_config_file_the_pack_is_mandatory_and_asks_for_the_port_plan():
+def test_without_a_config_file_the_pack_is_mandatory_asks_for_the_port_plan_and_wants_data_protected():
     found = analyze(recorded("dev"), None)
-    assert found and {(d.policy, d.level) for d in found} == {("coderz-published-ports", "mandatory")}
-    assert "--policy-pack-config policy/config/dev.json" in found[0].message
+    assert {(d.policy, d.level) for d in found} == {("coderz-published-ports", "mandatory"),
+                                                    ("coderz-data-volumes-protected", "mandatory")}
+    ports = [d.message for d in found if d.policy == "coderz-published-ports"]
+    assert ports and all("--policy-pack-config policy/config/dev.json" in m for m in ports)
+    assert any("coderz-dev-postgres-data is not protected" in d.message for d in found)
 
 
 def test_the_sdk_alone_would_unwrap_secrets_which_is_why_the_pack_keeps_the_markers(monkeypatch):

@@ -57,6 +57,9 @@ def test_replicas_are_matched_to_their_service():
     ("coderz-health-check", {"healthcheck": None}, "has no health check"),
     ("coderz-health-check", {"healthcheck": {"tests": ["NONE"]}}, "has no health check"),
     ("coderz-health-check", {"healthcheck": {"tests": ["CMD"]}}, "has no health check"),
+    # an empty command is always healthy: no check at all
+    ("coderz-health-check", {"healthcheck": {"tests": ["CMD-SHELL", " "]}}, "has no health check"),
+    ("coderz-health-check", {"healthcheck": {"tests": ["CMD", ""]}}, "has no health check"),
     ("coderz-restart-policy", {"restart": None}, "restart policy 'no'"),
     ("coderz-restart-policy", {"restart": "no"}, "restart policy 'no'"),
     ("coderz-memory-limit", {"memory": None}, "has no memory limit"),
@@ -98,6 +101,11 @@ SECRET_SAMPLES = [
     ("uploads", [{"file": "/c.yml", "content": "smtp:\n  password: hunter2\n"}], "a password assignment"),
     ("envs", ["AWS_ID=AKIAABCDEFGHIJKLMNOP"], "an AWS access key"),
     ("envs", ["X=ghp_" + "a" * 36], "a GitHub token"),
+    # the README's `*SECRET*=`: the word anywhere in the name, not only at its end
+    ("envs", ["AWS_SECRET_ACCESS_KEY=hunter2/AbCdEfGhIjKlMnOpQrStUvWxYz0123456"], "AWS_SECRET_ACCESS_KEY=..."),
+    ("envs", ["DB_PASSWORD_PLAIN=hunter2"], "DB_PASSWORD_PLAIN=..."),
+    ("envs", ["SECRET_KEY_BASE=hunter2"], "SECRET_KEY_BASE=..."),
+    ("envs", ["API_TOKEN_VALUE=hunter2"], "API_TOKEN_VALUE=..."),
 ]
 
 
@@ -117,6 +125,10 @@ def test_the_same_values_marked_secret_pass(field, value, what):
 @pytest.mark.parametrize("text", [
     "POSTGRES_PASSWORD_FILE=/run/secrets/pg", "redis-server --requirepass \"$REDIS_PASSWORD\"", "MODE=prod",
     "password: ${SMTP_PASSWORD}", "TOKEN=", "postgresql://app@db/app",
+    # names that only point at a secret, or merely contain the letters
+    "POSTFIX_smtp_sasl_password_maps=texthash:/etc/postfix/coderz/sasl_passwd", "GITHUB_TOKEN_FILE=/run/secrets/t",
+    "TOKEN_URL=https://auth.example/token", "TOKENIZER=bert", "SECRETARY=alice", "PASSENGERS=4",
+    "SECRETS=0",  # docker-socket-proxy's section switch
 ])
 def test_references_to_secrets_are_not_secrets(text):
     assert violations("coderz-no-plaintext-secrets", args(CONTAINER, container(envs=[text]))) == []
@@ -128,6 +140,14 @@ def test_commands_are_checked_for_secrets_too():
     assert violations("coderz-no-plaintext-secrets", args("command:local:Command", {"create": "cat", "stdin": Secret("-----BEGIN OPENSSH PRIVATE KEY-----")})) == []
 
 
+def test_a_command_environment_with_a_secret_named_variable_fails():
+    kind = "command:remote:Command"
+    (message,) = violations("coderz-no-plaintext-secrets", args(kind, {"create": "run", "environment": {"DB_PASSWORD": "hunter2"}}))
+    assert "environment.DB_PASSWORD carries DB_PASSWORD=..." in message and "hunter2" not in message
+    assert violations("coderz-no-plaintext-secrets", args(kind, {"environment": {"DB_PASSWORD": Secret("hunter2")}})) == []
+    assert violations("coderz-no-plaintext-secrets", args(kind, {"environment": {"MODE": "prod", "PASSWORD_FILE": "/x"}})) == []
+
+
 def test_data_volumes_are_protected_where_the_stack_keeps_data():
     policy = "coderz-data-volumes-protected"
     data = {"name": "coderz-prod-postgres-data"}
@@ -136,8 +156,11 @@ def test_data_volumes_are_protected_where_the_stack_keeps_data():
     assert "coderz-prod-postgres-data is not protected" in message
     assert violations(policy, args(VOLUME, {"name": "coderz-prod-promtail-state"}, config={"keepData": True})) == []
     assert violations(policy, args(VOLUME, {"name": "coderz-dev-postgres-data"}, stack="dev", config={"keepData": False})) == []
-    # Without a config file the stack name decides: prod keeps its data.
-    assert violations(policy, args(VOLUME, data, stack="prod")) and not violations(policy, args(VOLUME, data, stack="dev"))
+    # Without a config file nothing says the stack may lose its data (a clone of prod named
+    # prod-eu keeps it too): every data volume must be protected, never fewer.
+    for stack in ("prod", "prod-eu", "dev"):
+        assert violations(policy, args(VOLUME, {"name": f"coderz-{stack}-postgres-data"}, stack=stack)), stack
+    assert violations(policy, args(VOLUME, {"name": "coderz-prod-eu-postgres-data"}, stack="prod-eu", protect=True)) == []
 
 
 KEYED = '["-o", "ControlMaster=auto", "-i", "~/.ssh/coderz-prod.key"]'
@@ -151,6 +174,9 @@ KEYED = '["-o", "ControlMaster=auto", "-i", "~/.ssh/coderz-prod.key"]'
     ({"host": "ssh://deploy@h:22", "sshOpts": '["-i"]'}, "has no key (-i <file>)"),
     ({"host": "ssh://deploy:pw@h:22", "sshOpts": KEYED}, "the ssh host URL carries a password"),
     ({"host": "ssh://deploy@h:22", "sshOpts": '["-i", "/k", "-o", "PasswordAuthentication=yes"]'}, "allow password authentication"),
+    ({"host": "ssh://deploy@h:22", "sshOpts": '["-i", "/k", "-oKbdInteractiveAuthentication=yes"]'}, "allow password authentication"),
+    ({"host": "ssh://deploy@h:22", "sshOpts": ["-i", "/k", "-o", "ChallengeResponseAuthentication yes"]}, "allow password authentication"),
+    ({"host": "ssh://deploy@h:22", "sshOpts": ["-i", "/k", "-o", "KbdInteractiveAuthentication=no"]}, None),
 ])
 def test_docker_ssh_targets_use_a_key(props, expected):
     messages = violations("coderz-ssh-key-auth", args(guardrails.DOCKER_PROVIDER, props))

@@ -43,6 +43,7 @@ def stack_file(root: Path, name: str) -> None:
     config["coderz:target"] = {"kind": "local"}
     config.pop("coderz:sshPrivateKey", None)
     (root / f"Pulumi.{name}.yaml").write_text(dump_yaml(document))
+    (root / "Pulumi.yaml").write_text((REPO_ROOT / "Pulumi.yaml").read_text())  # a project folder
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,9 @@ from tests.mailservers import postfix, tls_auth_sink
 from tests.mocks import TEST_SECRETS, deploy_stack, engine_config, is_secret, service_of, unwrap
 
 USER, PASSWORD = "relay@coderz.example", "s3cret pw:#1 'q'"
+# What boky/postfix itself writes into main.cf before the POSTFIX_* values (scripts/common-run.sh):
+# no local delivery, no relay domains, and, with ALLOWED_SENDER_DOMAINS, every relay permitted.
+IMAGE_OWN_SETTINGS = {"mydestination": "", "relay_domains": "", "smtpd_relay_restrictions": "permit"}
 RELAY = mail.SmtpRelayConfig(enabled=True)
 
 
@@ -31,8 +34,8 @@ def relay_with(up: SmtpConfig | None, password: str | None = None):
     """Debian's Postfix with the relay's settings (the container's `POSTFIX_*` values), its
     clients on 127.0.0.1 instead of the Docker network."""
     files = {"sasl_passwd": mail.password_map(up, password)} if up else {}
-    return postfix(lambda folder: mail.postfix_settings(RELAY, up, password_map=str(folder / "sasl_passwd"),
-                                                        networks=("127.0.0.0/8",)), files)
+    return postfix(lambda folder: {**IMAGE_OWN_SETTINGS, **mail.postfix_settings(
+        RELAY, up, password_map=str(folder / "sasl_passwd"), networks=("127.0.0.0/8",))}, files)
 
 
 def send(port: int, subject: str) -> None:
@@ -78,6 +81,42 @@ def test_without_upstream_mail_is_accepted_held_and_the_reason_logged():
         queue = relay.queue()
         # postqueue marks a held mail with "!" after its queue id
         assert "!" in queue.splitlines()[1] and "ops@coderz.example" in queue, queue
+
+
+
+
+@pytest.mark.parametrize("with_upstream", [True, False], ids=["upstream", "local-only"])
+def test_no_open_relay_a_client_outside_the_private_network_is_refused(with_upstream):
+    """The private network is 127.0.0.2 here; a client from 127.0.0.3 is outside it."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(tls_auth_sink(USER, PASSWORD)) if with_upstream else None
+        up = upstream(sink.port) if sink else None
+        relay = stack.enter_context(postfix(lambda folder: {**IMAGE_OWN_SETTINGS, **mail.postfix_settings(
+            RELAY, up, password_map=str(folder / "sasl_passwd"), networks=("127.0.0.2/32",))},
+            {"sasl_passwd": mail.password_map(up, PASSWORD)} if up else {}))
+
+        def send_from(address: str, to: str) -> None:
+            with smtplib.SMTP("127.0.0.1", relay.port, timeout=10, source_address=(address, 0)) as client:
+                client.sendmail("alerts@coderz.example", [to], "Subject: relay?\r\n\r\nbody\r\n")
+
+        for to in ("ops@coderz.example", "victim@elsewhere.example"):
+            with pytest.raises((smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused)) as refused:
+                send_from("127.0.0.3", to)
+            assert "rejected" in str(refused.value) or "denied" in str(refused.value), refused.value
+        assert "Mail queue is empty" in relay.queue()
+        send_from("127.0.0.2", "ops@coderz.example")  # the private network is served
+        if sink:
+            assert wait_until(lambda: sink.messages) and len(sink.messages) == 1
+        else:
+            assert wait_until(lambda: "ops@coderz.example" in relay.queue())
+
+
+@pytest.mark.parametrize("up", [None, upstream(587)], ids=["local-only", "upstream"])
+def test_no_rendered_value_is_empty_as_the_image_would_delete_that_key(up):
+    settings = mail.postfix_settings(RELAY, up)
+    assert settings and all(value.strip() for value in settings.values()), settings
 
 
 def test_an_upstream_without_tls_or_login_is_refused():
@@ -165,6 +204,7 @@ def test_senders_mail_through_the_relay_which_alone_holds_the_password(stack):
     relay = containers["smtp-relay"].plain
     assert "POSTFIX_relayhost=[smtp.coderz.example]:587" in relay["envs"]
     assert "POSTFIX_smtp_tls_security_level=encrypt" in relay["envs"]
+    assert not relay.get("ports"), "the relay is never published on the host"
 
 
 def test_dev_has_no_upstream_so_its_relay_holds_mail():
@@ -172,3 +212,15 @@ def test_dev_has_no_upstream_so_its_relay_holds_mail():
     assert outputs["smtp_endpoint"] == "smtp-relay:587"
     (relay,) = [c for c in monitor.of_type("docker:index/container:Container") if service_of(c) == "smtp-relay"]
     assert any(mail.LOCAL_ONLY_REASON in e for e in relay.plain["envs"])
+    assert not relay.plain.get("ports"), "the relay is never published on the host"
+
+
+def test_without_the_relay_senders_use_coderz_smtp_directly():
+    monitor, outputs = deploy_stack("qa", **{"coderz:smtpRelay": {"enabled": False}})
+    containers = {service_of(c): c for c in monitor.of_type("docker:index/container:Container")}
+    assert "smtp-relay" not in containers
+    (config,) = [u["content"] for u in containers["alertmanager"].plain["uploads"]
+                 if u["file"] == monitoring_render.ALERTMANAGER_CONFIG]
+    assert "smtp_smarthost: smtp.coderz.example:587" in config and "smtp-relay" not in config
+    assert "GF_SMTP_HOST=smtp.coderz.example:587" in containers["grafana"].plain["envs"]
+    assert "smtp-relay" not in str(outputs.get("smtp_endpoint"))

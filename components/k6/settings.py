@@ -15,6 +15,9 @@ REMOTE_WRITE_OUTPUT = "experimental-prometheus-rw"
 # Trend metrics as these gauges (k6_http_req_duration_p95 ...), which the dashboard charts.
 TREND_STATS = "p(95),p(99),avg,max"
 SCRIPT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
+# Set by `coderz loadtest` from the stack: never from the command line, or a run could be aimed
+# at any URL (BASE_URL) or at another stack's routes (STACK).
+SET_BY_RUNNER = ("STACK", "BASE_URL")
 
 
 class K6Config(Frozen):
@@ -36,6 +39,12 @@ def script_names() -> tuple[str, ...]:
     return tuple(name.removesuffix(".js") for name in scripts() if name.endswith(".js") and name != "lib.js")
 
 
+def script_variables() -> tuple[str, ...]:
+    """The variables the scripts read (`__ENV.NAME`), read from the scripts themselves."""
+    return tuple(sorted({name for file, text in scripts().items() if file.endswith(".js")
+                         for name in re.findall(r"__ENV\.([A-Z][A-Z0-9_]*)", text)}))
+
+
 def health_test() -> tuple[str, ...]:
     """The runner's Docker health check. Idle, k6 serves nothing (its REST API lives only while
     a test runs), so healthy means what the runner is for: this image's k6 compiles every script
@@ -54,6 +63,11 @@ def run_argv(script: str, *, stack: str, base_url: str, remote_write: bool, extr
     for key, value in (extra_env or {}).items():
         if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,40}", key):
             raise ValueError(f"bad variable name {key!r}")
+        if key in SET_BY_RUNNER:
+            raise ValueError(f"{key} is set by coderz loadtest from the stack, not from --env")
+        if key not in script_variables():
+            known = ", ".join(k for k in script_variables() if k not in SET_BY_RUNNER)
+            raise ValueError(f"no script reads {key!r} (typo?): the variables are {known}")
         argv += ["-e", f"{key}={value}"]
     if remote_write:
         argv += ["-o", REMOTE_WRITE_OUTPUT]

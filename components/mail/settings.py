@@ -49,18 +49,24 @@ def postfix_settings(config: SmtpRelayConfig, upstream: SmtpConfig | None, *,
                      password_map: str = PASSWORD_MAP, networks: tuple[str, ...] = PRIVATE_NETWORKS) -> dict[str, str]:
     """main.cf keys of the relay. Upstream: TLS required (`encrypt`), SASL with a password map
     read without postmap (`texthash`), never an anonymous login. Without upstream every mail is
-    accepted and put on hold (a client never sees a failure to retry), the reason logged per mail."""
+    accepted and put on hold (a client never sees a failure to retry), the reason logged per mail.
+    No value is empty: the image takes an empty `POSTFIX_<key>` as "delete the key", which would
+    undo its own `mydestination=` (no local delivery) and `relayhost=`."""
     problem = upstream_problem(upstream)
     if problem:
         raise ValueError(f"{problem[0]}: {problem[1]}")
     settings = {
         "myhostname": config.hostname,
         "mynetworks": " ".join(networks),
-        "mydestination": "",
+        # Only mynetworks may hand over mail, whatever the image sets (boky/postfix sets
+        # smtpd_relay_restrictions=permit when ALLOWED_SENDER_DOMAINS is given): no open relay
+        # even should the port ever be reached from outside the stack network.
+        "smtpd_client_restrictions": "permit_mynetworks, reject",
+        "smtpd_relay_restrictions": "permit_mynetworks, reject",
         "smtputf8_enable": "no",
     }
     if upstream is None:
-        settings.update(relayhost="", smtp_sasl_auth_enable="no",
+        settings.update(smtp_sasl_auth_enable="no",
                         smtpd_end_of_data_restrictions=f"check_client_access static:{{HOLD {LOCAL_ONLY_REASON}}}")
         return settings
     settings.update(

@@ -31,8 +31,12 @@ def add_dir_argument(parser) -> None:
 
 
 def connect(stack: str, root: Path) -> DatabaseHost:
+    """The stack's database host, once its name is a stack name and its file exists (a name
+    with a `/` would otherwise reach the file system as a path)."""
     from infra.cli.dockerdb import DockerDatabaseHost
+    from infra.cli.engine import stack_file
 
+    stack_file(stack, root.resolve())
     return DockerDatabaseHost(stack, root=root.resolve())
 
 

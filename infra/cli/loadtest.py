@@ -44,6 +44,8 @@ def docker_command(stack: str, script: str, env: list[str]) -> list[str]:
         key, sep, value = item.partition("=")
         if not sep:
             raise CliError(f"--env {item!r}: expected KEY=VALUE")
+        if key in pairs:
+            raise CliError(f"--env {key} is given twice")
         pairs[key] = value
     catalog = declare_services(config)
     gateway = catalog.get("gateway")

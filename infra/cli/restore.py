@@ -31,8 +31,12 @@ def register(subparsers) -> None:
 def handle(args: argparse.Namespace) -> int:
     from infra.cli.dockerdb import DockerDatabaseHost
 
+    from infra.cli.engine import stack_file
+
     source = connect(args.stack, args.dir)
-    target = DockerDatabaseHost(args.into, source=args.stack, root=args.dir.resolve()) if args.into else source
+    if args.into is not None:
+        stack_file(args.into, args.dir.resolve())  # NEW is a stack name with its file, never a path
+    target = DockerDatabaseHost(args.into, source=args.stack, root=args.dir.resolve()) if args.into is not None else source
     return restore(args.stack, source, target, parse_time(args.time) if args.time else None)
 
 
