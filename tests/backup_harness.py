@@ -116,11 +116,15 @@ class LocalCluster:
         return self.run([require_tool("pg_ctl"), "-D", self.paths.pg_data, "status"], check=False).returncode == 0
 
 
-def fast_scratch(prefix: str) -> Path:
-    """A scratch folder in memory when the machine has /dev/shm: pgBackRest syncs every file it
-    writes to the repository, which on a disk costs seconds per backup."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
+# What a cluster, its WAL archive, its repository and a restored copy take, with room to spare.
+SHM_NEEDED_BYTES = 1 << 30
+
+
+def fast_scratch(prefix: str, shm: Path = Path("/dev/shm")) -> Path:
+    """A scratch folder in memory when the machine has a /dev/shm with room for it: pgBackRest
+    syncs every file it writes to the repository, which on a disk costs seconds per backup.
+    A container's /dev/shm is 64 MiB unless told otherwise: too small, so on disk there."""
+    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= SHM_NEEDED_BYTES:
         path = Path(tempfile.mkdtemp(prefix=prefix, dir=shm))
         path.chmod(0o755)
         return path

@@ -25,7 +25,7 @@ def shellcheck(text: str, shell: str) -> subprocess.CompletedProcess:
     return subprocess.run([require_tool("shellcheck"), "-s", shell, "-"], input=text, capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("script", ["scripts/test", "scripts/up-dev", ".ci/run", "components/backup/image/backup-loop.sh"])
+@pytest.mark.parametrize("script", ["scripts/test", "scripts/up-dev", "scripts/fresh-machine-ci", ".ci/run", "components/backup/image/backup-loop.sh"])
 def test_repository_scripts(script):
     result = subprocess.run([require_tool("shellcheck"), str(REPO / script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

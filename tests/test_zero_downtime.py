@@ -254,9 +254,14 @@ def test_config_changes_reach_the_running_gateway_checked_and_without_a_dropped_
                 assert http("GET", f"http://127.0.0.1:{args.http_port}/health")[0] == 200
                 assert http("GET", f"http://127.0.0.1:{args.http_port}/api/python/x")[0] == 503
                 # ... and the deploy installs the real one into it
+                bootstrap_workers = workers(args.pid_path)
                 first = install(config_files(args, prefix))
                 assert first.returncode == 0, first.stderr
                 wait_until(lambda: serves("/api/python/x", "python"))
+                # A bootstrap worker may still take a connection until it has handled the
+                # master's QUIT (a wide window on a loaded machine) and answer it with 503:
+                # the clients start once that generation is gone.
+                wait_until(lambda: not workers(args.pid_path) & bootstrap_workers)
 
                 paths = ["/api/python/a"]
                 with ClientLoop(f"http://127.0.0.1:{args.http_port}", lambda: list(paths)) as loop:
@@ -302,6 +307,12 @@ def test_config_changes_reach_the_running_gateway_checked_and_without_a_dropped_
         dotnet.stop()
         dns.close()
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+def workers(pid_file: str) -> set[int]:
+    """The pids of the nginx master's children (its workers, of every generation alive)."""
+    master = int(Path(pid_file).read_text())
+    return {int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()}
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
