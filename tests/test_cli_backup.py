@@ -244,3 +244,24 @@ def test_into_itself_or_from_a_volume_on_another_host_is_refused(tmp_path):
         DockerDatabaseHost("qa-far", source="qa", root=tmp_path, run=runner)
     assert far.value.code == EXIT_REFUSED and "a clone on another host restores from an S3 repository" in str(far.value)
     assert runner.commands == []
+
+
+def test_a_clone_restored_from_an_s3_repository_is_refused_before_anything(tmp_path, capsys):
+    """After promotion a clone archives into its own path in the bucket, whose stanza is its
+    earlier cluster's: refused before anything is stopped or asked."""
+    from components.yamltext import dump_yaml, load_yaml
+    from infra.config import REPO_ROOT
+
+    document = load_yaml((REPO_ROOT / "Pulumi.qa.yaml").read_text())
+    document["config"]["coderz:backup"]["s3"] = {"endpoint": "s3.example", "bucket": "coderz-b", "region": "x1"}
+    for name in ("qa", "pr-7"):
+        (tmp_path / f"Pulumi.{name}.yaml").write_text(dump_yaml(document))
+    (tmp_path / "Pulumi.yaml").write_text((REPO_ROOT / "Pulumi.yaml").read_text())
+    runner = Recorder({"info": INFO})
+    with pytest.raises(CliError) as refused:
+        DockerDatabaseHost("pr-7", source="qa", root=tmp_path, run=runner)
+    assert refused.value.code == EXIT_REFUSED and "keep their repositories in S3" in str(refused.value)
+    assert runner.commands == []
+    assert main(["restore", "qa", "--into", "pr-7", "--time", "2026-11-30T10:00:00Z", "--dir", str(tmp_path)]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "restore qa in place" in err and err.count("\n") == 1 and "Traceback" not in err

@@ -52,6 +52,12 @@ class DockerDatabaseHost:
         if source is not None and (config.backup.s3 is None) != (source_config.backup.s3 is None):
             raise CliError(f"{stack} and {source} keep their repositories in different kinds of storage "
                            "(one on a volume, one in S3): restore into a clone made by coderz clone", EXIT_REFUSED)
+        if source is not None and config.backup.s3 is not None and source_config.backup.s3 is not None:
+            # After promotion the clone would archive into its own path in the bucket, whose stanza
+            # is its earlier cluster's (another system identifier): archive-push would fail forever.
+            raise CliError(f"{stack} and {source} keep their repositories in S3: restoring into a clone from S3 is "
+                           f"not supported (the clone could not archive after it); restore {source} in place, or "
+                           "restore into a clone whose repository is on a volume", EXIT_REFUSED)
         if source is not None and config.backup.s3 is None and docker_host(config.target) != docker_host(source_config.target):
             raise CliError(f"{source}'s repository is a volume on {docker_host(source_config.target)}, {stack} runs on "
                            f"{docker_host(config.target)}: a clone on another host restores from an S3 repository",

@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     parser.add_argument("stack", metavar="STACK")
     parser.add_argument("--time", metavar="T", help="ISO 8601 instant with offset, e.g. 2026-11-30T14:05:00Z")
     parser.add_argument("--into", metavar="NEW", help="restore into the clone NEW (made by coderz clone) instead; "
-                        "NEW's repository becomes a copy of STACK's (NEW's own earlier backups are dropped)")
+                        "NEW's repository becomes a copy of STACK's (NEW's own earlier backups are dropped); "
+                        "refused for repositories in S3")
     add_dir_argument(parser)
     parser.set_defaults(handler=handle)
 
