@@ -23,8 +23,8 @@ def register(subparsers) -> None:
     parser.add_argument("stack", metavar="STACK")
     parser.add_argument("--time", metavar="T", help="ISO 8601 instant with offset, e.g. 2026-11-30T14:05:00Z")
     parser.add_argument("--into", metavar="NEW", help="restore into the clone NEW (made by coderz clone) instead; "
-                        "NEW's repository becomes a copy of STACK's (NEW's own earlier backups are dropped); "
-                        "refused for repositories in S3")
+                        "NEW's repository becomes a copy of STACK's, or in S3 NEW reads STACK's path and starts its own "
+                        "again (NEW's own earlier backups are dropped)")
     add_dir_argument(parser)
     parser.set_defaults(handler=handle)
 
@@ -71,6 +71,7 @@ def restore(stack: str, source: DatabaseHost, target: DatabaseHost, when: dateti
             EXIT_FAILED,
         ) from None
     target.start_apps(apps)
+    target.after_restore()
     point = f"{when:%Y-%m-%d %H:%M:%S} UTC" if when is not None else f"the end of the archive ({newest_wal})"
     print(f"{stack}: restored to {point}; applications started again: {', '.join(apps) or 'none were running'}")
     return EXIT_OK
