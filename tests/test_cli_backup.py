@@ -282,6 +282,29 @@ def test_an_s3_clone_drops_its_own_stanza_restores_from_the_sources_path_then_st
     assert not any(" run " in " ".join(c) for c in runner.commands), "no volume copy for S3"
 
 
+def test_an_s3_clone_whose_new_stanza_fails_is_reported_restored_and_running_with_what_to_do(tmp_path, capsys):
+    from infra.cli import EXIT_FAILED
+    from infra.cli.pgbackrest import ToolFailed
+
+    s3_stacks(tmp_path)
+    answers = Recorder({"{{json .State}}": '{"Running": true, "Health": {"Status": "healthy"}}',
+                        "pg_is_in_recovery": "f\n", "info": INFO})
+
+    def runner(argv, what, **options):
+        if argv[-1] == "stanza-create":
+            raise ToolFailed(what, "ERROR: [055]: unable to load info file\n")
+        return answers(argv, what, **options)
+
+    clone = DockerDatabaseHost("pr-7", source="qa", run=runner, root=tmp_path)
+    with pytest.raises(CliError) as failed:
+        restore("qa", DockerDatabaseHost("qa", run=answers, root=tmp_path), clone, None)
+    assert failed.value.code == EXIT_FAILED
+    assert "restored and running, but its own repository did not take over" in str(failed.value)
+    assert "unable to load info file" in str(failed.value) and "stanza-create" in str(failed.value)
+    assert capsys.readouterr().out.startswith("qa: restored to the end of the archive")
+    assert not any(c[-1] == "backup" for c in answers.commands), "no backup without its stanza"
+
+
 @pytest.mark.parametrize("clone_s3, message", [
     ({"path": "/coderz/qa"}, "Pulumi.pr-7.yaml: coderz:backup.s3.path: pr-7 would share qa's path /coderz/qa"),
     ({"bucket": "other-b"}, "a clone restores from its source's bucket"),

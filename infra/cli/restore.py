@@ -71,7 +71,12 @@ def restore(stack: str, source: DatabaseHost, target: DatabaseHost, when: dateti
             EXIT_FAILED,
         ) from None
     target.start_apps(apps)
-    target.after_restore()
     point = f"{when:%Y-%m-%d %H:%M:%S} UTC" if when is not None else f"the end of the archive ({newest_wal})"
     print(f"{stack}: restored to {point}; applications started again: {', '.join(apps) or 'none were running'}")
+    try:
+        target.after_restore()
+    except ToolFailed as error:
+        raise CliError(f"the database is restored and running, but its own repository did not take over ({error}): "
+                       "WAL stays on its disk until `pgbackrest stanza-create` and a full backup succeed in its "
+                       "backup sidecar", EXIT_FAILED) from None
     return EXIT_OK
