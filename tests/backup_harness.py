@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 from components.backup.render import BackupPaths, archive_settings, render_pgbackrest_conf
 from components.backup.settings import BackupConfig
 from infra.cli.pgbackrest import STANZA, ToolFailed, wait_until
+from infra.cli.s3clone import S3CloneSteps
 from tests.servers import free_port, require_tool, scratch_dir
 
 
@@ -78,12 +79,18 @@ class LocalCluster:
     def before_restore(self) -> None:
         """Nothing to do: a clone here reads its source's repository where it lies."""
 
+    def after_restore(self) -> None:
+        """Nothing to do: the repository read is the one archived into."""
+
+    def server_options(self) -> str:
+        return f"-p {self.port} -k {self.workdir}"
+
     def start_database(self) -> None:
         log = self.workdir / "pg.log"
         # Port and socket on the command line, as the container passes its settings: a restored
         # postgresql.conf is the source's.
         done = self.run([require_tool("pg_ctl"), "-D", self.paths.pg_data, "-l", str(log), "-w", "-t", "60",
-                         "-o", f"-p {self.port} -k {self.workdir}", "start"], check=False)
+                         "-o", self.server_options(), "start"], check=False)
         if done.returncode != 0:
             raise ToolFailed("PostgreSQL start", log.read_text() if log.exists() else done.stderr)
         # Accepting connections is not enough: during recovery a hot standby accepts them too,
@@ -131,16 +138,41 @@ def fast_scratch(prefix: str, shm: Path = Path("/dev/shm")) -> Path:
     return scratch_dir(prefix)
 
 
+class S3CloneCluster(LocalCluster):
+    """A clone keeping its repository in its own path of the bucket, restored from `source_path`
+    through the same steps `DockerDatabaseHost` runs for such a clone (infra/cli/s3clone.py).
+    Its archiving settings go on the server's command line, as the deployed container passes
+    them: a restored postgresql.conf is the source's, with the source's config file."""
+
+    def __init__(self, workdir: Path, config: BackupConfig, *, source_path: str, **options):
+        super().__init__(workdir, config, **options)
+        self.steps = S3CloneSteps(super().pgbackrest, source_path)
+
+    def pgbackrest(self, *args: str) -> str:
+        return super().pgbackrest(*self.steps.from_source(*args))
+
+    def before_restore(self) -> None:
+        self.steps.before_restore()
+
+    def after_restore(self) -> None:
+        self.steps.after_restore()
+
+    def server_options(self) -> str:
+        settings = archive_settings(self.config, self.paths)
+        return super().server_options() + "".join(f" -c {key}='{value}'" for key, value in settings.items())
+
+
 @contextlib.contextmanager
-def cluster(config: BackupConfig = BackupConfig(enabled=True), **options) -> Iterator[LocalCluster]:
+def cluster(config: BackupConfig = BackupConfig(enabled=True), *, kind: type[LocalCluster] = LocalCluster,
+            **options) -> Iterator[LocalCluster]:
     """A running cluster with its stanza created; stopped and removed afterwards."""
     require_tool("pgbackrest")
     workdir = fast_scratch("pgbr-")
-    node = LocalCluster(workdir, config, **options)
+    node = kind(workdir, config, **options)
     try:
         node.initdb()
         node.start_database()
-        node.pgbackrest("stanza-create")
+        LocalCluster.pgbackrest(node, "stanza-create")  # in its own repository, whatever the kind reads
         yield node
     finally:
         if (Path(node.paths.pg_data) / "postmaster.pid").exists():

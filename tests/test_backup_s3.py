@@ -13,14 +13,16 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from components.backup.settings import BackupConfig, S3Repository
+from infra.cli.pgbackrest import parse_info
 from infra.cli.restore import restore
-from tests.backup_harness import cluster, empty_node
+from tests.backup_harness import LocalCluster, S3CloneCluster, cluster, empty_node
 from tests.servers import free_port, process, require_module, require_tool, scratch_dir
 from tests.test_backup_restore import archive_everything, rows, server_now, take_backup, write
 
@@ -106,3 +108,52 @@ def test_backup_to_s3_and_restore_to_t_from_the_bucket():
             with empty_node(node) as clone:
                 assert restore("test", node, clone, moment) == 0
                 assert rows(clone) == ["a1", "b1"]
+
+
+def test_a_clone_restored_from_its_sources_path_archives_and_backs_up_into_its_own():
+    """`restore SOURCE --time T --into NEW` with both repositories in one bucket: NEW holds
+    exactly the rows up to T, then archives and backs up into its own path (a new stanza: the old
+    one was its earlier cluster's), and SOURCE's path gains nothing from NEW."""
+    with moto_s3() as (port, s3):
+        def config(path: str) -> BackupConfig:
+            return BackupConfig(enabled=True, s3=S3Repository(
+                endpoint=f"127.0.0.1:{port}", bucket=BUCKET, region="us-east-1", uri_style="path", verify_tls=False,
+                path=path))
+
+        with cluster(config("/coderz/src"), environment=dict(KEYS)) as source, \
+             cluster(config("/coderz/clone"), kind=S3CloneCluster, source_path="/coderz/src",
+                     environment=dict(KEYS)) as clone:
+            own = partial(LocalCluster.pgbackrest, clone)  # the clone's own path, as its sidecar runs it
+            clone.sql("CREATE TABLE t (id serial PRIMARY KEY, v text)")
+            write(clone, "old-clone")
+            own("--type=full", "backup")
+            (earlier,) = parse_info(own("--output=json", "info"))[0]
+            source.sql("CREATE TABLE t (id serial PRIMARY KEY, v text)")
+            write(source, "a1")
+            take_backup(source)
+            time.sleep(1.1)
+            write(source, "b1")
+            time.sleep(0.05)
+            moment = server_now(source)
+            write(source, "c1")
+            archive_everything(source)
+            source_info = parse_info(source.pgbackrest("--output=json", "info"))[0]
+            source_keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="coderz/src/")["Contents"]}
+
+            assert restore("src", source, clone, moment) == 0
+            assert rows(clone) == ["a1", "b1"]
+            # pgBackRest wrote the source's path into restore_command: recovery read the source's WAL.
+            auto = (Path(clone.paths.pg_data) / "postgresql.auto.conf").read_text()
+            assert "--repo1-path=/coderz/src" in auto and "archive-get" in auto
+            backups, _, newest = parse_info(own("--output=json", "info"))
+            assert [b.kind for b in backups] == ["full"] and backups[0].label != earlier.label
+            assert newest.startswith("00000002"), "the clone archives its own timeline into its own path"
+            write(clone, "z1")
+            own("check")  # a new WAL segment after promotion reaches the clone's path
+            own("--type=incr", "backup")
+            assert [b.kind for b in parse_info(own("--output=json", "info"))[0]] == ["incr", "full"]
+
+            assert parse_info(source.pgbackrest("--output=json", "info"))[0] == source_info
+            after = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="coderz/src/")["Contents"]}
+            assert source_keys <= after and all("/00000001" in k for k in after - source_keys), \
+                "only the source's own timeline-1 WAL may have been added"

@@ -244,3 +244,85 @@ def test_into_itself_or_from_a_volume_on_another_host_is_refused(tmp_path):
         DockerDatabaseHost("qa-far", source="qa", root=tmp_path, run=runner)
     assert far.value.code == EXIT_REFUSED and "a clone on another host restores from an S3 repository" in str(far.value)
     assert runner.commands == []
+
+
+
+def s3_stacks(tmp_path, **clone_s3) -> None:
+    """qa and its clone pr-7, both with repositories in one bucket (pr-7's overridden by clone_s3)."""
+    from components.yamltext import dump_yaml, load_yaml
+    from infra.config import REPO_ROOT
+
+    document = load_yaml((REPO_ROOT / "Pulumi.qa.yaml").read_text())
+    document["config"]["coderz:backup"]["s3"] = {"endpoint": "s3.example", "bucket": "coderz-b", "region": "x1"}
+    (tmp_path / "Pulumi.qa.yaml").write_text(dump_yaml(document))
+    document["config"]["coderz:backup"]["s3"].update(clone_s3)
+    (tmp_path / "Pulumi.pr-7.yaml").write_text(dump_yaml(document))
+
+
+def test_an_s3_clone_drops_its_own_stanza_restores_from_the_sources_path_then_starts_a_new_one(tmp_path):
+    """The docker commands of infra/cli/s3clone.py's steps (tests/test_backup_s3.py runs the same
+    steps against a real bucket)."""
+    s3_stacks(tmp_path)
+    runner = Recorder({"{{json .State}}": '{"Running": true, "Health": {"Status": "healthy"}}', "pg_is_in_recovery": "f\n",
+                       "info": INFO, "ps --filter": "coderz-pr-7-python-api-1-0123456789ab\tpython-api\n"})
+    clone = DockerDatabaseHost("pr-7", source="qa", run=runner, root=tmp_path)
+    source = DockerDatabaseHost("qa", run=runner, root=tmp_path)
+    assert restore("qa", source, clone, parse_time("2026-11-30T10:00:00Z", now=NOW)) == 0
+    steps = [" ".join(c[3:]) for c in runner.commands if c[3] in ("stop", "start", "run")
+             or "pgbackrest" in c and "coderz-pr-7-backup" in c]
+    sidecar = "exec -u postgres coderz-pr-7-backup pgbackrest --stanza=main"
+    assert steps == [
+        "stop coderz-pr-7-python-api-1-0123456789ab", "stop -t 120 coderz-pr-7-postgres",
+        f"{sidecar} stop", f"{sidecar} --force stanza-delete", f"{sidecar} start",
+        f"{sidecar} --repo1-path=/coderz/qa --delta --type=time --target=2026-11-30 10:00:00.000000+00 "
+        "--target-action=promote restore",
+        "start coderz-pr-7-postgres", "start coderz-pr-7-python-api-1-0123456789ab",
+        f"{sidecar} stanza-create", f"{sidecar} --type=full backup",
+    ]
+    assert not any(" run " in " ".join(c) for c in runner.commands), "no volume copy for S3"
+
+
+def test_an_s3_clone_whose_new_stanza_fails_is_reported_restored_and_running_with_what_to_do(tmp_path, capsys):
+    from infra.cli import EXIT_FAILED
+    from infra.cli.pgbackrest import ToolFailed
+
+    s3_stacks(tmp_path)
+    answers = Recorder({"{{json .State}}": '{"Running": true, "Health": {"Status": "healthy"}}',
+                        "pg_is_in_recovery": "f\n", "info": INFO})
+
+    def runner(argv, what, **options):
+        if argv[-1] == "stanza-create":
+            raise ToolFailed(what, "ERROR: [055]: unable to load info file\n")
+        return answers(argv, what, **options)
+
+    clone = DockerDatabaseHost("pr-7", source="qa", run=runner, root=tmp_path)
+    with pytest.raises(CliError) as failed:
+        restore("qa", DockerDatabaseHost("qa", run=answers, root=tmp_path), clone, None)
+    assert failed.value.code == EXIT_FAILED
+    assert "restored and running, but its own repository did not take over" in str(failed.value)
+    assert "unable to load info file" in str(failed.value) and "stanza-create" in str(failed.value)
+    assert capsys.readouterr().out.startswith("qa: restored to the end of the archive")
+    assert not any(c[-1] == "backup" for c in answers.commands), "no backup without its stanza"
+
+
+@pytest.mark.parametrize("clone_s3, message", [
+    ({"path": "/coderz/qa"}, "Pulumi.pr-7.yaml: coderz:backup.s3.path: pr-7 would share qa's path /coderz/qa"),
+    ({"bucket": "other-b"}, "a clone restores from its source's bucket"),
+    ({"endpoint": "s3.elsewhere"}, "a clone restores from its source's bucket"),
+])
+def test_an_s3_clone_sharing_its_sources_path_or_in_another_bucket_is_refused_before_anything(tmp_path, clone_s3,
+                                                                                              message, capsys):
+    """Its own path is where its stanza is deleted: the source's path would lose the source's
+    backups. Refused before anything is stopped or asked."""
+    from infra.config import REPO_ROOT
+
+    s3_stacks(tmp_path, **clone_s3)
+    runner = Recorder({"info": INFO})
+    with pytest.raises(CliError) as refused:
+        DockerDatabaseHost("pr-7", source="qa", root=tmp_path, run=runner)
+    assert refused.value.code == EXIT_REFUSED and message in str(refused.value)
+    assert runner.commands == []
+    (tmp_path / "Pulumi.yaml").write_text((REPO_ROOT / "Pulumi.yaml").read_text())
+    assert main(["restore", "qa", "--into", "pr-7", "--dir", str(tmp_path)]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err

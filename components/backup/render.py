@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.backup.settings import BackupConfig
+from components.backup.settings import BackupConfig, S3Repository
 from components.spec import Frozen
 
 STANZA = "main"
@@ -28,6 +28,11 @@ class BackupPaths(Frozen):
     config: str = CONFIG_PATH
 
 
+def s3_repo_path(s3: S3Repository, stack: str) -> str:
+    """Where in the bucket a stack's repository is: its own `path`, else /coderz/<stack>."""
+    return s3.path or f"/coderz/{stack}"
+
+
 def render_pgbackrest_conf(config: BackupConfig, stack: str, paths: BackupPaths = BackupPaths()) -> str:
     """pgbackrest.conf: the repository, the retention window, the cluster. The S3 keys are not
     here: they reach pgBackRest as the secret environment variables PGBACKREST_REPO1_S3_KEY
@@ -37,7 +42,7 @@ def render_pgbackrest_conf(config: BackupConfig, stack: str, paths: BackupPaths 
         s3 = config.s3
         repo = [
             "repo1-type=s3",
-            f"repo1-path={s3.path or f'/coderz/{stack}'}",
+            f"repo1-path={s3_repo_path(s3, stack)}",
             f"repo1-s3-endpoint={s3.host}",
             f"repo1-storage-port={s3.port}",
             f"repo1-s3-bucket={s3.bucket}",

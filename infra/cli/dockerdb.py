@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from components.backup.component import REPO_DIR
-from components.backup.render import STANZA
+from components.backup.render import STANZA, s3_repo_path
 from infra.catalog import declare_services
 from infra.cli import EXIT_REFUSED, CliError
 from infra.cli.pgbackrest import ToolFailed, run_tool, wait_until
+from infra.cli.s3clone import S3CloneSteps
 from infra.config import PROJECT, REPO_ROOT, ConfigError, stack_file_config
 
 BACKUP_SERVICE = "backup"
@@ -36,7 +37,8 @@ class DockerDatabaseHost:
     source stack's repository: for a repository on a volume, the clone's repository becomes a
     copy of the source's before the restore (`before_restore`), because PostgreSQL's recovery
     in the clone fetches WAL through pgBackRest from the clone's own repository mount; for S3,
-    the source's path in the bucket is read."""
+    the source's path in the bucket is read and the clone's own path starts a new stanza
+    (infra/cli/s3clone.py)."""
 
     def __init__(self, stack: str, *, source: str | None = None, run: Callable[..., str] = run_tool,
                  ready_timeout: float = 600, root: Path = REPO_ROOT):
@@ -52,12 +54,25 @@ class DockerDatabaseHost:
         if source is not None and (config.backup.s3 is None) != (source_config.backup.s3 is None):
             raise CliError(f"{stack} and {source} keep their repositories in different kinds of storage "
                            "(one on a volume, one in S3): restore into a clone made by coderz clone", EXIT_REFUSED)
+        own, theirs = config.backup.s3, source_config.backup.s3
+        if source is not None and own is not None and theirs is not None:
+            # The clone reads the source's path with its own bucket settings, and deletes the
+            # stanza on its own path: the same path would be the source's repository.
+            if (own.endpoint, own.bucket) != (theirs.endpoint, theirs.bucket):
+                raise CliError(f"{stack} keeps its repository in {own.bucket} at {own.endpoint}, {source} in "
+                               f"{theirs.bucket} at {theirs.endpoint}: a clone restores from its source's bucket", EXIT_REFUSED)
+            if s3_repo_path(own, stack) == s3_repo_path(theirs, source):
+                raise CliError(f"Pulumi.{stack}.yaml: {PROJECT}:backup.s3.path: {stack} would share {source}'s path "
+                               f"{s3_repo_path(own, stack)} in the bucket: give the clone its own", EXIT_REFUSED)
         if source is not None and config.backup.s3 is None and docker_host(config.target) != docker_host(source_config.target):
             raise CliError(f"{source}'s repository is a volume on {docker_host(source_config.target)}, {stack} runs on "
                            f"{docker_host(config.target)}: a clone on another host restores from an S3 repository",
                            EXIT_REFUSED)
         self.prefix = f"{PROJECT}-{stack}"
-        self.stack, self.source, self.s3 = stack, source, source_config.backup.s3
+        self.stack, self.source = stack, source
+        # A clone restored from its source's path in S3 (infra/cli/s3clone.py).
+        self.s3_clone = (S3CloneSteps(self._pgbackrest, s3_repo_path(theirs, source))
+                         if source is not None and theirs is not None else None)
         self.docker = ["docker", "-H", docker_host(config.target)]
         self.sidecar, self.postgres = f"{self.prefix}-{BACKUP_SERVICE}", f"{self.prefix}-postgres"
         self.app_services = [s.name for s in declare_services(config).services
@@ -65,16 +80,17 @@ class DockerDatabaseHost:
         self.run, self.ready_timeout = run, ready_timeout
 
     def pgbackrest(self, *args: str) -> str:
+        return self._pgbackrest(*(self.s3_clone.from_source(*args) if self.s3_clone else args))
+
+    def _pgbackrest(self, *args: str) -> str:
+        """pgBackRest with the stack's own configuration."""
         command = ["pgbackrest", f"--stanza={STANZA}", *args]
-        if self.source is not None and self.s3 is not None:
-            # A path option given on the command line is written into the restored cluster's
-            # restore_command too: the clone's recovery reads the source's WAL from the bucket.
-            path = self.s3.path or f"/{PROJECT}/{self.source}"
-            command = [command[0], f"--repo1-path={path}", *command[1:]]
         return self.run([*self.docker, "exec", "-u", "postgres", self.sidecar, *command], "pgbackrest " + args[-1])
 
     def before_restore(self) -> None:
-        if self.source is None or self.s3 is not None:
+        if self.s3_clone is not None:
+            self.s3_clone.before_restore()
+        if self.source is None or self.s3_clone is not None:
             return
         # In a one-off container from the sidecar's image, with the sidecar's volumes and the
         # source's repository (read-only): the clone's repository becomes a copy of it. The
@@ -90,6 +106,10 @@ class DockerDatabaseHost:
         self.run([*self.docker, "run", "--rm", "-u", "postgres", "--volumes-from", self.sidecar,
                   "-v", f"{volume}:{source}:ro", "--entrypoint", "sh", image, "-c", script],
                  f"copy of {self.source}'s repository")
+
+    def after_restore(self) -> None:
+        if self.s3_clone is not None:
+            self.s3_clone.after_restore()
 
     def _state(self, name: str) -> dict:
         text = self.run([*self.docker, "inspect", "-f", "{{json .State}}", name], "docker inspect")

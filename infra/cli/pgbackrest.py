@@ -37,6 +37,10 @@ class DatabaseHost(Protocol):
         """With the database stopped, make the repository to restore from reachable where
         PostgreSQL's recovery will fetch WAL from it (a clone adopts its source's)."""
 
+    def after_restore(self) -> None:
+        """Once the database has promoted, make its own repository take its archive and backups
+        (a clone restored from its source's path in S3 starts its own stanza there)."""
+
     def start_database(self) -> None:
         """Start PostgreSQL and wait until recovery is over (`pg_is_in_recovery()` false): a
         server in recovery already accepts connections. Raise ToolFailed with the server's own

@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     parser.add_argument("stack", metavar="STACK")
     parser.add_argument("--time", metavar="T", help="ISO 8601 instant with offset, e.g. 2026-11-30T14:05:00Z")
     parser.add_argument("--into", metavar="NEW", help="restore into the clone NEW (made by coderz clone) instead; "
-                        "NEW's repository becomes a copy of STACK's (NEW's own earlier backups are dropped)")
+                        "NEW's repository becomes a copy of STACK's, or in S3 NEW reads STACK's path and starts its own "
+                        "again (NEW's own earlier backups are dropped)")
     add_dir_argument(parser)
     parser.set_defaults(handler=handle)
 
@@ -72,4 +73,10 @@ def restore(stack: str, source: DatabaseHost, target: DatabaseHost, when: dateti
     target.start_apps(apps)
     point = f"{when:%Y-%m-%d %H:%M:%S} UTC" if when is not None else f"the end of the archive ({newest_wal})"
     print(f"{stack}: restored to {point}; applications started again: {', '.join(apps) or 'none were running'}")
+    try:
+        target.after_restore()
+    except ToolFailed as error:
+        raise CliError(f"the database is restored and running, but its own repository did not take over ({error}): "
+                       "WAL stays on its disk until `pgbackrest stanza-create` and a full backup succeed in its "
+                       "backup sidecar", EXIT_FAILED) from None
     return EXIT_OK
