@@ -128,6 +128,11 @@ def plan_clone(root: Path, source: str, new: str, *, host: str | None = None, po
             values[f"{PROJECT}:gateway"] = gateway
             ports.pop("https", None)
     values[f"{PROJECT}:ports"] = {"base": port_base, **ports}
+    backup = values.get(f"{PROJECT}:backup")
+    if isinstance(backup, dict) and isinstance(backup.get("s3"), dict) and "path" in backup["s3"]:
+        # SOURCE's path in the bucket holds SOURCE's repository: NEW archives and backs up under
+        # its own (/coderz/<NEW>), and `coderz restore --into NEW` reads SOURCE's path.
+        values[f"{PROJECT}:backup"] = {**backup, "s3": {k: v for k, v in backup["s3"].items() if k != "path"}}
 
     config = _validate(new, values)
     found = first_clash(StackFile(new, config), neighbours)

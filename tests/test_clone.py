@@ -86,6 +86,25 @@ def test_a_domain_for_a_clone_beside_its_acme_source_is_refused(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == before
 
 
+def test_a_clone_never_shares_its_sources_path_in_the_backup_bucket(tmp_path):
+    """A source that names its path in the S3 bucket: the clone gets its own (/coderz/<NEW>),
+    or its archiving and backups would land in the source's repository."""
+    from components.backup.render import s3_repo_path
+
+    root = copy_project(tmp_path)
+    source = root / "Pulumi.prod.yaml"
+    source.write_text(source.read_text().replace(
+        "    enabled: true\n    retentionDays: 30\n",
+        "    enabled: true\n    retentionDays: 30\n    s3:\n      endpoint: s3.example.com\n      bucket: coderz-backups\n"
+        "      region: eu-west-1\n      path: /prod-db\n", 1))
+    origin = read_stack("prod", root).config.backup.s3
+    assert origin is not None and s3_repo_path(origin, "prod") == "/prod-db"
+    plan = plan_clone(root, "prod", "prod-eu", host="eu.coderz.example")
+    clone = plan.config.backup.s3
+    assert (clone.endpoint, clone.bucket, clone.region) == (origin.endpoint, origin.bucket, origin.region)
+    assert s3_repo_path(clone, "prod-eu") == "/coderz/prod-eu" and "/prod-db" not in plan.text
+
+
 def test_secrets_are_never_copied_as_text(tmp_path):
     root = copy_project(tmp_path)
     source = root / "Pulumi.qa.yaml"
