@@ -27,8 +27,8 @@ def policy_names() -> list[str]:
     return [policy.name for policy in module.POLICIES]
 
 
-def render(stack: str) -> dict:
-    config = stack_file_config(stack)
+def render(stack: str, root: Path = REPO_ROOT) -> dict:
+    config = stack_file_config(stack, root)
     catalog = declare_services(config)
     level = "mandatory" if config.environment in MANDATORY_IN else "advisory"
     public = {str(p.host): s.name for s in catalog.services for p in s.public_ports}
@@ -44,8 +44,8 @@ def path_of(stack: str) -> Path:
     return POLICY_DIR / "config" / f"{stack}.json"
 
 
-def text_of(stack: str) -> str:
-    return json.dumps(render(stack), indent=2, sort_keys=True) + "\n"
+def text_of(stack: str, root: Path = REPO_ROOT) -> str:
+    return json.dumps(render(stack, root), indent=2, sort_keys=True) + "\n"
 
 
 def main(argv: list[str]) -> int:

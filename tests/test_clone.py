@@ -105,6 +105,35 @@ def test_a_clone_never_shares_its_sources_path_in_the_backup_bucket(tmp_path):
     assert s3_repo_path(clone, "prod-eu") == "/coderz/prod-eu" and "/prod-db" not in plan.text
 
 
+def test_a_clone_is_judged_by_the_policy_pack_with_its_own_port_plan(tmp_path):
+    """A clone has no committed policy/config/<NEW>.json: preview and drift render one from its
+    file (its prefix and ports, mandatory for a qa clone), and the whole pack passes over the
+    clone's resources under mocks; the source's config would not (other names, other ports)."""
+    import json
+    import shutil
+
+    from infra.cli.engine import policy_pack_args
+    from tests.policy_harness import analyze
+
+    root = project(tmp_path)
+    shutil.copytree(Path(__file__).resolve().parent.parent / "policy", root / "policy")
+    plan = plan_clone(root, "qa", "pr-7")
+    write_new_file(plan.path, plan.text)
+    assert not (root / "policy" / "config" / "pr-7.json").exists()
+    args = policy_pack_args("pr-7", root)
+    assert args["policy_packs"] == [str(root / "policy")]
+    config = json.loads(Path(args["policy_pack_configs"][0]).read_text())
+    ports = config["coderz-published-ports"]
+    assert ports["prefix"] == "coderz-pr-7" and {c["enforcementLevel"] for c in config.values()} == {"mandatory"}
+    assert set(map(int, ports["loopback"])) <= set(range(plan.config.ports.base, plan.config.ports.base + 100))
+    registrations = deploy_file("pr-7", root).registrations
+    assert analyze(registrations, config) == []
+    qa_config = json.loads((root / "policy" / "config" / "qa.json").read_text())
+    assert analyze(registrations, qa_config), "the source's pack config must not fit the clone"
+    # a stack with its committed file keeps it
+    assert policy_pack_args("qa", root)["policy_pack_configs"] == [str(root / "policy" / "config" / "qa.json")]
+
+
 def test_secrets_are_never_copied_as_text(tmp_path):
     root = copy_project(tmp_path)
     source = root / "Pulumi.qa.yaml"

@@ -103,7 +103,26 @@ def policy_pack_args(stack: str, work_dir: Path) -> dict[str, list[str]]:
     if not (pack / "PulumiPolicy.yaml").is_file():
         return {}
     config = pack / "config" / f"{stack}.json"
+    if not config.is_file() and (work_dir / f"Pulumi.{stack}.yaml").is_file():
+        config = _rendered_pack_config(stack, work_dir)
     return {"policy_packs": [str(pack)], **({"policy_pack_configs": [str(config)]} if config.is_file() else {})}
+
+
+def _rendered_pack_config(stack: str, work_dir: Path) -> Path:
+    """A stack without a committed pack config (a clone made by `coderz clone`, a PR's preview
+    stack) gets one rendered from its own file, as the committed ones are: its prefix and ports,
+    mandatory for its kind. Without it the pack would judge the clone by no port plan at all."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from infra.policy_config import text_of
+
+    folder = Path(tempfile.mkdtemp(prefix="coderz-policy-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / f"{stack}.json"
+    path.write_text(text_of(stack, work_dir))
+    return path
 
 
 def preview(stack: str, work_dir: Path, *, refresh: bool, expect_no_changes: bool) -> Preview:
