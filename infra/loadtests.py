@@ -13,20 +13,39 @@ import sys
 from pathlib import Path
 
 from infra.catalog import declare_services
-from infra.config import STACKS, stack_file_config
+from infra.config import STACKS, StackConfig, stack_file_config
 
 LOADTESTS = Path(__file__).resolve().parent.parent / "loadtests"
 ROUTES_FILE = LOADTESTS / "routes.json"
 GATEWAY_HEALTH = {"name": "gateway", "path": "/health"}
 
 
+def stack_routes(config: StackConfig) -> list[dict[str, str]]:
+    """What the scripts request on a stack with this config: the gateway's health, then one
+    request per routed service."""
+    catalog = declare_services(config)
+    return [GATEWAY_HEALTH] + [{"name": s.name, "path": s.route.path_prefix} for s in catalog.routed if s.route is not None]
+
+
 def routes_document() -> str:
-    stacks = {}
-    for stack in STACKS:
-        catalog = declare_services(stack_file_config(stack))
-        stacks[stack] = [GATEWAY_HEALTH] + [{"name": s.name, "path": s.route.path_prefix}
-                                            for s in catalog.routed if s.route is not None]
+    stacks = {stack: stack_routes(stack_file_config(stack)) for stack in STACKS}
     return json.dumps({"generatedBy": "python -m infra.loadtests --write", "stacks": stacks}, indent=2) + "\n"
+
+
+def script_stack(stack: str, config: StackConfig) -> tuple[str, str | None]:
+    """The STACK the scripts read routes.json by, and the ROUTES to keep. A stack of the file
+    is itself; another (a clone made by `coderz clone`) is its kind's entry, kept to its own
+    route names, once every route it has is there with the same path; else refused."""
+    document = json.loads(ROUTES_FILE.read_text())["stacks"]
+    if stack in document:
+        return stack, None
+    own, kind = stack_routes(config), document.get(config.environment, [])
+    missing = [route for route in own if route not in kind]
+    if missing:
+        names = ", ".join(f"{r['name']} at {r['path']}" for r in missing)
+        raise ValueError(f"{stack} routes what loadtests/routes.json has not for {config.environment} ({names}): "
+                         "the scripts cannot request it")
+    return config.environment, ",".join(route["name"] for route in own)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,12 +82,63 @@ def test_without_the_docker_cli_it_fails_with_3(monkeypatch, tmp_path, capsys):
 def test_a_stack_without_k6_is_refused(fake_docker, monkeypatch, capsys):
     real = loadtest.stack_file_config
     monkeypatch.setattr(loadtest, "stack_file_config",
-                        lambda stack: real(stack).model_copy(update={"k6": real(stack).k6.model_copy(update={"enabled": False})}))
+                        lambda stack, root: real(stack, root).model_copy(
+                            update={"k6": real(stack, root).k6.model_copy(update={"enabled": False})}))
     assert cli.main(["loadtest", "dev"]) == cli.EXIT_REFUSED
     assert "coderz:k6.enabled is off" in capsys.readouterr().err
 
 
-def test_an_unknown_stack_is_a_usage_error():
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["loadtest", "staging"])
-    assert exit_.value.code == 2
+@pytest.mark.parametrize("stack, message", [
+    ("staging", "unknown stack 'staging'"), ("../prod", "invalid stack name"), ("qa\nprod", "invalid stack name"),
+])
+def test_a_stack_that_is_not_one_is_refused(fake_docker, capsys, stack, message):
+    assert cli.main(["loadtest", "--", stack]) == cli.EXIT_REFUSED
+    assert message in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):
+        fake_docker()
+
+
+def clone_of(tmp_path, source: str, new: str, edit=None):
+    from infra.cloning import plan_clone, write_new_file
+    from tests.standins import copy_project
+
+    (tmp_path / "project").mkdir()
+    root = copy_project(tmp_path / "project")
+    plan = plan_clone(root, source, new)
+    write_new_file(plan.path, edit(plan.text) if edit else plan.text)
+    return root
+
+
+def test_a_clone_runs_with_its_kinds_routes_kept_to_its_own(fake_docker, tmp_path):
+    """routes.json has the three stack files' routes; a clone (any name) is its kind's entry,
+    kept to the routes the clone itself has, in its own runner."""
+    import json
+
+    from infra.config import stack_file_config
+    from infra.loadtests import ROUTES_FILE, stack_routes
+
+    root = clone_of(tmp_path, "qa", "pr-12")
+    assert cli.main(["loadtest", "pr-12", "--dir", str(root)]) == cli.EXIT_OK
+    argv = fake_docker()
+    assert argv[2:4] == ["exec", "coderz-pr-12-k6"] and "STACK=qa" in argv
+    own = [r["name"] for r in stack_routes(stack_file_config("pr-12", root))]
+    assert f"ROUTES={','.join(own)}" in argv
+    assert all(r in json.loads(ROUTES_FILE.read_text())["stacks"]["qa"] for r in stack_routes(stack_file_config("pr-12", root)))
+    # an operator's own ROUTES wins
+    assert cli.main(["loadtest", "pr-12", "--dir", str(root), "--env", "ROUTES=gateway"]) == cli.EXIT_OK
+    assert "ROUTES=gateway" in fake_docker() and f"ROUTES={','.join(own)}" not in fake_docker()
+
+
+def test_a_clone_with_a_route_its_kind_lacks_is_refused(fake_docker, tmp_path, capsys):
+    """A clone edited to route what its kind does not (here: a dev clone with k3s, whose web
+    workload dev does not run) cannot be requested by scripts that know dev's routes: refused,
+    nothing run."""
+    from infra.config import stack_file_config
+
+    assert not stack_file_config("dev").k3s.enabled
+    root = clone_of(tmp_path, "dev", "dev-k3s", edit=lambda text: text + "  coderz:k3s:\n    enabled: true\n")
+    assert stack_file_config("dev-k3s", root).k3s.enabled
+    assert cli.main(["loadtest", "dev-k3s", "--dir", str(root)]) == cli.EXIT_REFUSED
+    assert "k3s at /web/" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):
+        fake_docker()

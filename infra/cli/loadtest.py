@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+from pathlib import Path
 
 from components.k6.settings import run_argv, script_names
 from infra.catalog import declare_services
 from infra.cli import EXIT_FAILED, EXIT_FOUND, EXIT_OK, CliError
-from infra.config import PROJECT, STACKS, ConfigError, stack_file_config
+from infra.cli.backup import add_dir_argument
+from infra.cli.engine import stack_file
+from infra.config import PROJECT, REPO_ROOT, ConfigError, stack_file_config
+from infra.loadtests import script_stack
 
 THRESHOLDS_CROSSED = 99
 
@@ -24,17 +28,19 @@ THRESHOLDS_CROSSED = 99
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("loadtest", help="run a load test of loadtests/ in a stack's k6 runner",
                                    description=__doc__.splitlines()[0])
-    parser.add_argument("stack", choices=STACKS)
+    parser.add_argument("stack", metavar="STACK")
     parser.add_argument("--script", default="smoke", help=f"one of: {', '.join(script_names())} (default smoke)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="a variable for the script (VUS=50, DURATION=5m, P95_MS=300), repeatable")
+    add_dir_argument(parser)
     parser.set_defaults(handler=run)
 
 
-def docker_command(stack: str, script: str, env: list[str]) -> list[str]:
+def docker_command(stack: str, script: str, env: list[str], root: Path = REPO_ROOT) -> list[str]:
     """The `docker exec` that runs `script` in the stack's runner; refuses what cannot run."""
+    stack_file(stack, root.resolve())
     try:
-        config = stack_file_config(stack)
+        config = stack_file_config(stack, root.resolve())
     except ConfigError as error:
         raise CliError(str(error)) from None
     if not config.k6.enabled:
@@ -50,7 +56,10 @@ def docker_command(stack: str, script: str, env: list[str]) -> list[str]:
     catalog = declare_services(config)
     gateway = catalog.get("gateway")
     try:
-        argv = run_argv(script, stack=stack, base_url=f"http://{gateway.name}:{gateway.port}",
+        routes_of, keep = script_stack(stack, config)
+        if keep is not None:
+            pairs.setdefault("ROUTES", keep)
+        argv = run_argv(script, stack=routes_of, base_url=f"http://{gateway.name}:{gateway.port}",
                         remote_write="prometheus" in catalog, extra_env=pairs)
     except ValueError as error:
         raise CliError(str(error)) from None
@@ -60,7 +69,7 @@ def docker_command(stack: str, script: str, env: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    argv = docker_command(args.stack, args.script, args.env)
+    argv = docker_command(args.stack, args.script, args.env, args.dir)
     docker = shutil.which("docker")
     if docker is None:
         raise CliError("docker (the CLI) is not installed here", EXIT_FAILED)
