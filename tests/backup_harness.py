@@ -92,13 +92,22 @@ class LocalCluster:
         done = self.run([require_tool("pg_ctl"), "-D", self.paths.pg_data, "-l", str(log), "-w", "-t", "60",
                          "-o", self.server_options(), "start"], check=False)
         if done.returncode != 0:
-            raise ToolFailed("PostgreSQL start", log.read_text() if log.exists() else done.stderr)
+            raise ToolFailed("PostgreSQL start", f"pg_ctl exit {done.returncode}: {done.stderr.strip()}\n"
+                             + (log.read_text() if log.exists() else ""))
         # Accepting connections is not enough: during recovery a hot standby accepts them too,
         # and may still stop when the archive runs out.
 
+        not_running = [0]
+
         def recovered() -> bool:
+            # `pg_ctl status` has said "no server running" once of a loaded machine's polls
+            # while the log said ready: a stop is three answers in a row, not one.
             if not self.running():
-                raise ToolFailed("PostgreSQL start", log.read_text())
+                not_running[0] += 1
+                if not_running[0] >= 3:
+                    raise ToolFailed("PostgreSQL start", "pg_ctl status: no server running\n" + log.read_text())
+                return False
+            not_running[0] = 0
             with contextlib.suppress(ToolFailed):
                 return self.sql("SELECT pg_is_in_recovery()") == "f"
             return False
