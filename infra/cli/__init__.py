@@ -31,6 +31,16 @@ class CliError(Exception):
         self.code = code
 
 
+def add_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """`--dir`: the project folder whose stack files a command reads (default: this repository)."""
+    from pathlib import Path
+
+    from infra.config import REPO_ROOT
+
+    parser.add_argument("--dir", type=Path, default=REPO_ROOT,
+                        help="the project folder with the stack files (default: this repository)")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="coderz", description="Operate the coderz platform's stacks.")
     commands = root.add_subparsers(dest="command", metavar="COMMAND", required=True)

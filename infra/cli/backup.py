@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from infra.cli import EXIT_OK
+from infra.cli import EXIT_OK, add_dir_argument
 from infra.cli.pgbackrest import DatabaseHost, human_size, parse_info
 
 
@@ -21,13 +21,6 @@ def register(subparsers) -> None:
                         help="full (default), differential (since the last full) or incremental")
     add_dir_argument(parser)
     parser.set_defaults(handler=lambda args: handle(args, connect(args.stack, args.dir)))
-
-
-def add_dir_argument(parser) -> None:
-    from infra.config import REPO_ROOT
-
-    parser.add_argument("--dir", type=Path, default=REPO_ROOT, help="the project folder with the stack files "
-                        "(default: this repository)")
 
 
 def connect(stack: str, root: Path) -> DatabaseHost:

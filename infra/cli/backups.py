@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timezone
 
-from infra.cli import EXIT_OK
-from infra.cli.backup import add_dir_argument, connect
+from infra.cli import EXIT_OK, add_dir_argument
+from infra.cli.backup import connect
 from infra.cli.pgbackrest import DatabaseHost, human_age, human_size, parse_info
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pulumi import automation as auto
 
-from infra.cli import EXIT_FAILED, EXIT_OK, CliError
+from infra.cli import EXIT_FAILED, EXIT_OK, CliError, add_dir_argument
 from infra.cloning import ClonePlan, CloneRefused, plan_clone, write_new_file
-from infra.config import PROJECT, REPO_ROOT
+from infra.config import PROJECT
 from infra.datacopy import CopyError, DockerPostgres, copy_databases
 from infra.stackset import read_stack
 
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--with-data", action="store_true",
                         help="bring NEW up, then copy every application database of SOURCE into it")
     parser.add_argument("--dry-run", action="store_true", help="print the file it would write; change nothing")
-    parser.add_argument("--dir", type=Path, default=REPO_ROOT, help="the project folder (default: this repository)")
+    add_dir_argument(parser)
     parser.set_defaults(handler=run)
 
 

@@ -5,13 +5,12 @@ prod (read from the stack file's validated config), unknown stacks and invalid n
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pulumi import automation as auto
 
-from infra.cli import EXIT_FAILED, EXIT_OK, CliError
+from infra.cli import EXIT_FAILED, EXIT_OK, CliError, add_dir_argument
 from infra.cli.clone import engine_error, has_engine
-from infra.config import REPO_ROOT, STACK_NAME, ConfigError
+from infra.config import STACK_NAME, ConfigError
 from infra.stackset import read_stack
 
 
@@ -23,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("stack", metavar="STACK", help="the stack to destroy")
     parser.add_argument("--remove", action="store_true", help="then remove the stack and its Pulumi.STACK.yaml")
-    parser.add_argument("--dir", type=Path, default=REPO_ROOT, help="the project folder (default: this repository)")
+    add_dir_argument(parser)
     parser.set_defaults(handler=run)
 
 

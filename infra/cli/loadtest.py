@@ -16,8 +16,7 @@ from pathlib import Path
 
 from components.k6.settings import run_argv, script_names
 from infra.catalog import declare_services
-from infra.cli import EXIT_FAILED, EXIT_FOUND, EXIT_OK, CliError
-from infra.cli.backup import add_dir_argument
+from infra.cli import EXIT_FAILED, EXIT_FOUND, EXIT_OK, CliError, add_dir_argument
 from infra.cli.engine import stack_file
 from infra.config import PROJECT, REPO_ROOT, ConfigError, stack_file_config
 from infra.loadtests import script_stack

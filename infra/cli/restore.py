@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timedelta
 
-from infra.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CliError
-from infra.cli.backup import add_dir_argument, connect
+from infra.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CliError, add_dir_argument
+from infra.cli.backup import connect
 from infra.cli.pgbackrest import DatabaseHost, ToolFailed, parse_info, parse_time, pgbackrest_time
 
 
